@@ -1,0 +1,46 @@
+"""Backend selection for the deformable ops.
+
+``backend=None`` picks the compiled kernel for the tensors' device (CUDA kernel for CUDA tensors,
+C++ kernel for CPU tensors). ``"reference"``, ``"cpu"`` or ``"cuda"`` force one. The environment
+variable ``PERCEPTION_OPS_BACKEND`` (same values, or ``auto``) forces a backend for every call that
+does not pass one. A kernel that cannot be built falls back to the reference with one warning.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import _extension
+
+__all__ = ["BACKEND_ENV", "BACKENDS", "select_backend"]
+
+BACKEND_ENV = "PERCEPTION_OPS_BACKEND"
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+def _requested(backend: str | None) -> tuple[str | None, str]:
+    if backend is not None:
+        return backend, "the backend argument"
+    env = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if env in ("", "auto"):
+        return None, ""
+    return env, f"${BACKEND_ENV}"
+
+
+def select_backend(backend: str | None, device: torch.device) -> str:
+    """Resolve ``backend`` for tensors on ``device`` to one of ``BACKENDS``."""
+    requested, source = _requested(backend)
+    if requested is not None and requested not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS} (or None for automatic), got {requested!r}")
+    if requested == "reference":
+        return "reference"
+    kind = requested or device.type
+    if kind not in ("cpu", "cuda"):
+        return "reference"  # no compiled kernel for this device type (e.g. mps, xpu)
+    if kind != device.type:
+        raise ValueError(f"{source} asks for the {kind} kernel, but the tensors are on {device}")
+    if kind not in _extension.loaded_kernels:
+        _extension.load_kernels(kind)
+    return kind if _extension.loaded_kernels[kind] is not None else "reference"

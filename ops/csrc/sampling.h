@@ -1,0 +1,78 @@
+// Bilinear sampling math shared by every DCNv3 and MSDA kernel, CPU and CUDA alike, so that the
+// two backends cannot drift apart. Convention: pixel centres at integer coordinates; a sample is
+// read only when -1 < h < height and -1 < w < width (false for NaN/inf, which are never read);
+// corners outside the map contribute zero (zero padding).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define PO_HD __host__ __device__ __forceinline__
+#else
+#define PO_HD inline
+#endif
+
+namespace perception_ops {
+
+// The four corners of one bilinear sample: pixel index (y * width + x) of each corner, its weight,
+// and the weight's derivatives with respect to h and w (for the coordinate gradients).
+template <typename acc_t>
+struct Bilinear {
+  int64_t pixel[4];
+  acc_t weight[4];
+  acc_t dweight_dh[4];
+  acc_t dweight_dw[4];
+};
+
+// Fills `s` for a sample at (h, w) and returns false when the sample reads nothing.
+template <typename acc_t>
+PO_HD bool bilinear_setup(acc_t h, acc_t w, int64_t height, int64_t width, Bilinear<acc_t>& s) {
+  if (!(h > acc_t(-1) && w > acc_t(-1) && h < acc_t(height) && w < acc_t(width))) return false;
+  const int64_t h0 = static_cast<int64_t>(floor(h));
+  const int64_t w0 = static_cast<int64_t>(floor(w));
+  const acc_t lh = h - acc_t(h0), lw = w - acc_t(w0);
+  const acc_t hh = acc_t(1) - lh, hw = acc_t(1) - lw;
+  const acc_t weight[4] = {hh * hw, hh * lw, lh * hw, lh * lw};
+  const acc_t d_dh[4] = {-hw, -lw, hw, lw};
+  const acc_t d_dw[4] = {-hh, hh, -lh, lh};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int64_t y = h0 + (k >> 1), x = w0 + (k & 1);
+    const bool inside = y >= 0 && y < height && x >= 0 && x < width;
+    s.pixel[k] = inside ? y * width + x : 0;
+    s.weight[k] = inside ? weight[k] : acc_t(0);
+    s.dweight_dh[k] = inside ? d_dh[k] : acc_t(0);
+    s.dweight_dw[k] = inside ? d_dw[k] : acc_t(0);
+  }
+  return true;
+}
+
+// DCNv3 window geometry (official semantics): point p = i * kernel_h + j, i along width (outer),
+// j along height (inner); offset_scale multiplies both the regular grid and the learned offset.
+struct DCNv3Geometry {
+  int64_t batch, height, width, out_h, out_w;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  int64_t group, group_channels, points;
+  double offset_scale;
+  bool remove_center;
+
+  PO_HD int64_t channels() const { return group * group_channels; }
+  // Window displacement (before offset_scale) of point p, in (dx, dy).
+  PO_HD void point_grid(int64_t p, int64_t& dx, int64_t& dy) const {
+    if (remove_center && p >= (kernel_w / 2) * kernel_h + kernel_h / 2) ++p;
+    const int64_t i = p / kernel_h, j = p % kernel_h;
+    dx = i * dilation_w - dilation_w * (kernel_w - 1) / 2;
+    dy = j * dilation_h - dilation_h * (kernel_h - 1) / 2;
+  }
+  // Sampling location of point p at output pixel (ho, wo) given its learned offset (ox, oy).
+  template <typename acc_t>
+  PO_HD void location(int64_t ho, int64_t wo, int64_t p, acc_t ox, acc_t oy, acc_t& h, acc_t& w) const {
+    int64_t dx, dy;
+    point_grid(p, dx, dy);
+    const acc_t scale = acc_t(offset_scale);
+    w = acc_t(wo * stride_w + dilation_w * (kernel_w - 1) / 2 - pad_w) + (acc_t(dx) + ox) * scale;
+    h = acc_t(ho * stride_h + dilation_h * (kernel_h - 1) / 2 - pad_h) + (acc_t(dy) + oy) * scale;
+  }
+};
+
+}  // namespace perception_ops

@@ -1,0 +1,104 @@
+"""DCNv3 as a ``torch.library`` custom op, plus the public :func:`dcnv3` function.
+
+``perception_ops::dcnv3`` and ``perception_ops::dcnv3_backward`` have CPU and CUDA kernels (the JIT
+built extension), fake kernels (so ``torch.compile(fullgraph=True)`` and ``torch.export`` can trace
+them) and an autograd formula. :func:`dcnv3` validates arguments, applies the dtype rules and picks
+the backend; models call it and never touch a kernel directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _extension
+from ._checks import check_dcnv3
+from ._dtypes import kernel_dtype, unify_dtypes
+from .backend import select_backend
+from .reference import dcnv3_output_size, dcnv3_reference
+
+__all__ = ["dcnv3"]
+
+
+def _kernels(device: torch.device):
+    return _extension.loaded_kernels[device.type]
+
+
+@torch.library.custom_op("perception_ops::dcnv3", mutates_args=())
+def _dcnv3_op(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int, stride_h: int,
+              stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int,
+              group_channels: int, offset_scale: float, remove_center: bool) -> Tensor:
+    return _kernels(input.device).dcnv3_forward(
+        input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        group, group_channels, offset_scale, remove_center)
+
+
+@_dcnv3_op.register_fake
+def _(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+      group, group_channels, offset_scale, remove_center):
+    n, height, width, channels = input.shape
+    out_h = dcnv3_output_size(height, kernel_h, stride_h, pad_h, dilation_h)
+    out_w = dcnv3_output_size(width, kernel_w, stride_w, pad_w, dilation_w)
+    return input.new_empty(n, out_h, out_w, channels)
+
+
+@torch.library.custom_op("perception_ops::dcnv3_backward", mutates_args=())
+def _dcnv3_backward_op(input: Tensor, offset: Tensor, mask: Tensor, grad_output: Tensor, kernel_h: int,
+                       kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int,
+                       dilation_w: int, group: int, group_channels: int, offset_scale: float,
+                       remove_center: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(_kernels(input.device).dcnv3_backward(
+        input, offset, mask, grad_output, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+        dilation_w, group, group_channels, offset_scale, remove_center))
+
+
+@_dcnv3_backward_op.register_fake
+def _(input, offset, mask, grad_output, *args):
+    return torch.empty_like(input), torch.empty_like(offset), torch.empty_like(mask)
+
+
+_SCALAR_ARGS = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w",
+                "group", "group_channels", "offset_scale", "remove_center")
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, mask, *scalars = inputs
+    ctx.save_for_backward(input, offset, mask)
+    ctx.scalars = scalars
+
+
+def _backward(ctx, grad_output):
+    input, offset, mask = ctx.saved_tensors
+    grads = _dcnv3_backward_op(input, offset, mask, grad_output.contiguous(), *ctx.scalars)
+    return (*grads, *([None] * len(_SCALAR_ARGS)))
+
+
+_dcnv3_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int, stride_h: int,
+          stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int,
+          group_channels: int, offset_scale: float, remove_center: bool = False,
+          backend: str | None = None) -> Tensor:
+    """DCNv3 core with the official arguments in the official order (no ``im2col_step``).
+
+    Args:
+        input: (N, H, W, group·group_channels), channels-last.
+        offset: (N, H_out, W_out, group·P·2), per group and point the (x, y) offset in pixels.
+        mask: (N, H_out, W_out, group·P), the (post-softmax) weight of each point.
+        remove_center: drop the window centre (P = k_h·k_w − 1).
+        backend: None (automatic), "reference", "cpu" or "cuda".
+    Returns:
+        (N, H_out, W_out, group·group_channels).
+    """
+    check_dcnv3(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                dilation_w, group, group_channels, remove_center)
+    offset, mask = unify_dtypes("dcnv3", "input", input, offset=offset, mask=mask)
+    args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
+            float(offset_scale), bool(remove_center))
+    chosen = select_backend(backend, input.device)
+    if chosen == "reference":
+        return dcnv3_reference(input, offset, mask, *args)
+    dtype = kernel_dtype(chosen, input.dtype)
+    out = _dcnv3_op(input.to(dtype).contiguous(), offset.to(dtype).contiguous(), mask.to(dtype).contiguous(), *args)
+    return out.to(input.dtype)

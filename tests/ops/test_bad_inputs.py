@@ -1,0 +1,122 @@
+"""Bad input gets a clear error naming the argument; awkward-but-valid input works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ops
+from tests.ops.cases import dcnv3_case, msda_case
+
+BACKENDS = ["reference", "cpu"]
+
+
+@pytest.mark.parametrize(("mutate", "error", "message"), [
+    (lambda i, o, m: (i[0], o, m), ValueError, "input must be 4-D"),
+    (lambda i, o, m: (i, o[..., :-2], m), ValueError, "offset must have shape"),
+    (lambda i, o, m: (i, o, m[:, :-1]), ValueError, "mask must have shape"),
+    (lambda i, o, m: (i[..., :-1], o, m), ValueError, "group\\*group_channels"),
+    (lambda i, o, m: (i.long(), o, m), TypeError, "input must be a floating-point"),
+    (lambda i, o, m: (i, o.float(), m), TypeError, "offset has dtype torch.float32"),
+    (lambda i, o, m: (i, o, m.tolist()), TypeError, "mask must be a torch.Tensor"),
+])
+def test_dcnv3_rejects_bad_tensors(mutate, error, message):
+    input, offset, mask, args = dcnv3_case()
+    with pytest.raises(error, match=message):
+        ops.dcnv3(*mutate(input, offset, mask), *args)
+
+
+def test_dcnv3_rejects_bad_geometry():
+    input, offset, mask, args = dcnv3_case()
+    with pytest.raises(ValueError, match="stride_h must be an integer >= 1"):
+        ops.dcnv3(input, offset, mask, 3, 3, 0, 1, 1, 1, 1, 1, 4, 16, 1.0, False)
+    with pytest.raises(ValueError, match="remove_center needs an odd kernel"):
+        ops.dcnv3(input, offset, mask, 2, 2, 1, 1, 1, 1, 1, 1, 4, 16, 1.0, True)
+    small = torch.zeros(1, 1, 1, 64, dtype=torch.float64)
+    with pytest.raises(ValueError, match="too small"):
+        ops.dcnv3(small, offset[:1, :1, :1], mask[:1, :1, :1], 3, 3, 1, 1, 0, 0, 1, 1, 4, 16, 1.0, False)
+    with pytest.raises(ValueError, match="channels \\(30\\) must be divisible by group \\(4\\)"):
+        ops.DCNv3(channels=30, group=4)
+
+
+@pytest.mark.parametrize(("mutate", "error", "message"), [
+    (lambda v, s, i, l, w: (v[0], s, i, l, w), ValueError, "value must be 4-D"),
+    (lambda v, s, i, l, w: (v, s.float(), i, l, w), TypeError, "spatial_shapes must be an integer"),
+    (lambda v, s, i, l, w: (v, s[:1], i, l, w), ValueError, "spatial_shapes must have shape"),
+    (lambda v, s, i, l, w: (v, s, i, l[..., :1], w), ValueError, "sampling_locations must have shape"),
+    (lambda v, s, i, l, w: (v, s, i, l, w[:, :, :1]), ValueError, "attention_weights must have shape"),
+    (lambda v, s, i, l, w: (v[:, :10], s, i, l, w), ValueError, "level 0 of size 6x8 .* does not fit"),
+    (lambda v, s, i, l, w: (v, s, i + torch.tensor([0, 50]), l, w), ValueError, "level 1 of size 3x4 starting at 98"),
+])
+def test_ms_deform_attn_rejects_bad_tensors(mutate, error, message):
+    with pytest.raises(error, match=message):
+        ops.ms_deform_attn(*mutate(*msda_case()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dcnv3_non_contiguous_inputs(cpu_kernels, backend):
+    input, offset, mask, args = dcnv3_case(n=2, h=6, w=5, group=2, group_channels=8)
+    expected = ops.dcnv3(input, offset, mask, *args, backend="reference")
+    # Same values, transposed storage.
+    input_t = input.transpose(1, 2).contiguous().transpose(1, 2)
+    offset_t = offset.transpose(0, 3).contiguous().transpose(0, 3)
+    assert not input_t.is_contiguous() and not offset_t.is_contiguous()
+    torch.testing.assert_close(ops.dcnv3(input_t, offset_t, mask, *args, backend=backend), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(cpu_kernels, backend):
+    input, offset, mask, args = dcnv3_case(n=0)
+    for t in (input, offset, mask):
+        t.requires_grad_(True)
+    out = ops.dcnv3(input, offset, mask, *args, backend=backend)
+    assert out.shape == (0, 8, 8, 64)
+    out.sum().backward()
+    assert input.grad.shape == input.shape
+    value, shapes, starts, loc, weights = msda_case(n=0)
+    assert ops.ms_deform_attn(value, shapes, starts, loc, weights, backend=backend).shape == (0, 5, 16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_not_multiple_of_256(cpu_kernels, backend):
+    # Upstream fails on batches over 256 that are not multiples of 256 (im2col_step).
+    input, offset, mask, args = dcnv3_case(n=257, h=3, w=2, group=1, group_channels=2)
+    out = ops.dcnv3(input, offset, mask, *args, backend=backend)
+    one = ops.dcnv3(input[256:], offset[256:], mask[256:], *args, backend="reference")
+    torch.testing.assert_close(out[256:], one)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_and_huge_offsets_read_nothing(cpu_kernels, backend):
+    input, offset, mask, args = dcnv3_case(n=1, h=4, w=4, group=1, group_channels=4)
+    offset = offset.clone()
+    offset[0, 0, 0, :2] = float("nan")  # point 0 of pixel (0, 0)
+    offset[0, 0, 1, :2] = float("inf")
+    offset[0, 1, 0, :2] = -float("inf")
+    offset[0, 1, 1, :2] = 1e30
+    offset[0, 2, 2, :2] = -3e9  # would overflow int32 pixel indices
+    leaves = [t.clone().requires_grad_(True) for t in (input, offset, mask)]
+    out = ops.dcnv3(*leaves, *args, backend=backend)
+    assert torch.isfinite(out).all()
+    # The bad point contributes nothing: same result as giving it zero weight.
+    mask_zeroed = mask.clone()
+    for h, w in ((0, 0), (0, 1), (1, 0), (1, 1), (2, 2)):
+        mask_zeroed[0, h, w, 0] = 0
+    clean = offset.nan_to_num(0.0, 0.0, 0.0)
+    torch.testing.assert_close(out, ops.dcnv3(input, clean, mask_zeroed, *args, backend="reference"))
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in leaves)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_msda_non_finite_locations_read_nothing(cpu_kernels, backend):
+    value, shapes, starts, loc, weights = msda_case(n=1)
+    loc = loc.clone()
+    loc[0, 0, 0, 0, 0] = float("nan")
+    loc[0, 1, 0, 0, 0] = 1e20
+    out = ops.ms_deform_attn(value, shapes, starts, loc, weights, backend=backend)
+    weights_zeroed = weights.clone()
+    weights_zeroed[0, 0, 0, 0, 0] = 0
+    weights_zeroed[0, 1, 0, 0, 0] = 0
+    expected = ops.ms_deform_attn(value, shapes, starts, loc.nan_to_num(0.0), weights_zeroed, backend="reference")
+    torch.testing.assert_close(out, expected)

@@ -1,0 +1,29 @@
+"""The benchmark tool runs and prints a row per backend with the ratio to the reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_ops.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_ops", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_prints_reference_and_kernel_rows(cpu_kernels, capsys):
+    tool = _load_tool()
+    assert tool.main(["--device", "cpu", "--dcnv3", "1,6,7,2,4", "--msda-preset", "cpu_small", "--repeats", "1",
+                      "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in ("dcnv3", "msda")]
+    assert [(r[0], r[3]) for r in rows] == [("dcnv3", "reference"), ("dcnv3", "cpu"), ("msda", "reference"),
+                                            ("msda", "cpu")]
+    assert all(r[6] == "1.00" for r in rows if r[3] == "reference")  # the reference is its own baseline
+    assert all(float(r[6]) > 0 and float(r[7]) > 0 for r in rows)

@@ -1,0 +1,216 @@
+"""Benchmark the deformable ops on every available backend.
+
+For each shape and dtype it prints forward and forward+backward times (median of repeats), the
+speed-up over the PyTorch reference measured in the same run, on CUDA the achieved bandwidth
+(minimum traffic: every tensor read or written once), and where we have one the official DCNv3
+CUDA figure measured on an H100.
+
+    python tools/benchmark_ops.py                       # CUDA if present, else CPU
+    python tools/benchmark_ops.py --device cpu --dcnv3 2,56,56,4,16
+    python tools/benchmark_ops.py --device cuda --dtypes float32 bfloat16 --msda-preset bevformer_base
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import ops
+
+# Default DCNv3 shapes (N, H, W, groups, channels per group) and the official kernel's fp32 median
+# ms (fwd, fwd+bwd) measured on an H100 with torch 2.11/cu130 (issue tracker figures).
+DCNV3_SHAPES = {
+    (64, 56, 56, 4, 16): (0.56, 2.95),  # InternImage-T stage 1
+    (64, 14, 14, 16, 16): (0.17, 0.83),  # InternImage-T stage 3
+    (6, 160, 400, 7, 16): (1.69, 9.8),  # InternImage-B stage 1, 6 cameras at 640x1600
+    (6, 160, 400, 12, 16): (2.87, 16.7),  # InternImage-XL stage 1, 6 cameras
+}
+CPU_DCNV3_SHAPES = {(2, 56, 56, 4, 16): None}
+
+# MSDA presets: (batch, queries, heads, dim, levels as (H, W), points).
+MSDA_PRESETS = {
+    # BEVFormer-base-like encoder call: 200x200 BEV queries, 6 cameras as the batch, 4 FPN levels of
+    # a 640x1600 input (strides 8..64), 8 heads of 32 channels, 8 points (4 heights x 2).
+    "bevformer_base": (6, 40000, 8, 32, ((80, 200), (40, 100), (20, 50), (10, 25)), 8),
+    # A DETR decoder call: 900 queries over one BEV level.
+    "detr_decoder": (1, 900, 8, 32, ((200, 200),), 4),
+    # Small enough for a 2-core CPU.
+    "cpu_small": (1, 2500, 8, 32, ((32, 88), (16, 44), (8, 22), (4, 11)), 4),
+}
+
+
+@dataclass
+class Timing:
+    forward_ms: float
+    train_ms: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def _time_op(op: Callable[..., torch.Tensor], tensors: list[torch.Tensor], device: torch.device, repeats: int,
+             warmup: int) -> Timing:
+    leaves = [t.detach().requires_grad_(True) for t in tensors]
+    grad = None
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            return op(*tensors)
+
+    def train() -> None:
+        nonlocal grad
+        out = op(*leaves)
+        grad = torch.ones_like(out) if grad is None else grad
+        out.backward(grad)
+        for t in leaves:
+            t.grad = None
+
+    return Timing(_median_ms(forward, device, repeats, warmup), _median_ms(train, device, repeats, warmup))
+
+
+def _dcnv3_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    n, h, w, group, group_channels = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(n, h, w, group * group_channels, device=device, dtype=dtype, generator=gen)
+    offset = torch.randn(n, h, w, group * 18, device=device, dtype=dtype, generator=gen) * 2
+    mask = torch.rand(n, h, w, group, 9, device=device, dtype=dtype, generator=gen).softmax(-1).flatten(-2)
+    return [x, offset, mask]
+
+
+def _msda_inputs(preset: tuple, dtype: torch.dtype, device: torch.device) -> tuple[list[torch.Tensor], tuple]:
+    batch, queries, heads, dim, levels, points = preset
+    shapes = torch.tensor(levels, dtype=torch.long, device=device)
+    areas = shapes.prod(1)
+    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    gen = torch.Generator(device=device).manual_seed(0)
+    value = torch.randn(batch, int(areas.sum()), heads, dim, device=device, dtype=dtype, generator=gen)
+    loc = torch.rand(batch, queries, heads, len(levels), points, 2, device=device, dtype=dtype, generator=gen)
+    weights = torch.rand(batch, queries, heads, len(levels), points, device=device, dtype=dtype, generator=gen)
+    return [value, loc, weights], (shapes, starts)
+
+
+def _dcnv3_3x3(x, offset, mask, *, group, group_channels, backend):
+    return ops.dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, group, group_channels, 1.0, False, backend=backend)
+
+
+def _msda(value, locations, weights, *, spatial_shapes, level_start_index, backend):
+    return ops.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, backend=backend)
+
+
+def _backends(device: torch.device) -> list[str]:
+    names = ["reference"]
+    if ops.select_backend(None, device) == device.type:
+        names.append(device.type)
+    return names
+
+
+def _dcnv3_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, int]:
+    """Minimum traffic (fwd, fwd+bwd) in bytes: each tensor read or written once."""
+    n, h, w, group, group_channels = shape
+    size = torch.empty(0, dtype=dtype).element_size()
+    feature = n * h * w * group * group_channels
+    sampling = n * h * w * group * 27  # 18 offsets + 9 mask values per pixel and group
+    forward = (2 * feature + sampling) * size
+    backward = (3 * feature + 2 * sampling) * size + sampling * size  # read x, grad_out, offsets/mask; write grads
+    return forward, forward + backward
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+
+
+HEADER = ["op", "shape", "dtype", "backend", "fwd ms", "fwd+bwd ms", "fwd x ref", "f+b x ref", "fwd GB/s",
+          "official fwd/f+b", "x official"]
+WIDTHS = [6, 24, 9, 9, 9, 10, 9, 9, 8, 16, 10]
+
+
+def _report(op_name: str, label: str, dtype: torch.dtype, timings: dict[str, Timing], device: torch.device,
+            traffic: int | None, official: tuple[float, float] | None) -> None:
+    ref = timings.get("reference")
+    for backend, t in timings.items():
+        speed_f = f"{ref.forward_ms / t.forward_ms:.2f}" if ref else "-"
+        speed_t = f"{ref.train_ms / t.train_ms:.2f}" if ref else "-"
+        gbps = f"{traffic / t.forward_ms / 1e6:.0f}" if traffic and device.type == "cuda" else "-"
+        off, ratio = "-", "-"
+        if official and backend == "cuda" and dtype == torch.float32:
+            off = f"{official[0]:.2f}/{official[1]:.2f}"
+            ratio = f"{official[0] / t.forward_ms:.2f}/{official[1] / t.train_ms:.2f}"
+        print(_row([op_name, label, str(dtype).replace("torch.", ""), backend, f"{t.forward_ms:.3f}",
+                    f"{t.train_ms:.3f}", speed_f, speed_t, gbps, off, ratio], WIDTHS), flush=True)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != 5:
+        raise argparse.ArgumentTypeError(f"a DCNv3 shape is N,H,W,groups,channels_per_group; got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtypes", nargs="+", default=None, help="float32 float16 bfloat16 float64")
+    parser.add_argument("--dcnv3", nargs="*", type=_parse_shape, default=None, help="N,H,W,G,D shapes")
+    parser.add_argument("--msda-preset", nargs="*", choices=sorted(MSDA_PRESETS), default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA GPU is visible")
+    on_gpu = device.type == "cuda"
+    dtypes = [getattr(torch, d) for d in (args.dtypes or (["float32", "float16", "bfloat16"] if on_gpu
+                                                           else ["float32"]))]
+    shapes = {s: DCNV3_SHAPES.get(s) for s in args.dcnv3} if args.dcnv3 is not None else (
+        DCNV3_SHAPES if on_gpu else CPU_DCNV3_SHAPES)
+    presets = args.msda_preset if args.msda_preset is not None else (
+        ["bevformer_base", "detr_decoder"] if on_gpu else ["cpu_small"])
+    repeats = args.repeats or (50 if on_gpu else 5)
+    warmup = args.warmup or (10 if on_gpu else 1)
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name} | torch {torch.__version__} | median of {repeats} runs after {warmup} warm-up")
+    print(_row(HEADER, WIDTHS))
+    backends = _backends(device)
+    for shape, official in shapes.items():
+        for dtype in dtypes:
+            tensors = _dcnv3_inputs(shape, dtype, device)
+            n, h, w, group, group_channels = shape
+            timings = {b: _time_op(functools.partial(_dcnv3_3x3, group=group, group_channels=group_channels,
+                                                     backend=b), tensors, device, repeats, warmup)
+                       for b in backends}
+            _report("dcnv3", ",".join(map(str, shape)), dtype, timings, device, _dcnv3_bytes(shape, dtype)[0],
+                    official)
+    for preset in presets:
+        for dtype in dtypes:
+            tensors, (spatial, starts) = _msda_inputs(MSDA_PRESETS[preset], dtype, device)
+            timings = {b: _time_op(functools.partial(_msda, spatial_shapes=spatial, level_start_index=starts,
+                                                     backend=b), tensors, device, repeats, warmup)
+                       for b in backends}
+            _report("msda", preset, dtype, timings, device, None, None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

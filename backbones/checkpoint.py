@@ -85,19 +85,17 @@ def convert_state_dict(state: Mapping[str, Tensor], prefix: str | None = None) -
 
     ``prefix`` forces the prefix to strip (keys without it are dropped).
     """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     keys = list(state)
     if prefix is None:
         if any(k.startswith("backbone.") for k in keys):
             prefix = "backbone."
-        elif keys and all(k.startswith("module.") for k in keys):
-            prefix = "module."
         elif keys and all(k.startswith("model.") for k in keys):
             prefix = "model."
         else:
             prefix = ""
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        key = key.removeprefix("module.")
         if not key.startswith(prefix):
             continue
         key = key[len(prefix):]

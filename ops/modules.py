@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .deform_attn import ms_deform_attn
 from .deform_conv import dcnv3
 
-__all__ = ["DCNv3", "MultiScaleDeformableAttention", "ToChannelsFirst", "ToChannelsLast"]
+__all__ = ["DCNv3", "MultiScaleDeformableAttention", "ToChannelsFirst", "ToChannelsLast", "init_deformable_attention"]
 
 
 class ToChannelsLast(nn.Module):
@@ -121,6 +121,25 @@ class DCNv3(nn.Module):
         return self.output_proj(x)
 
 
+def init_deformable_attention(sampling_offsets: nn.Linear, attention_weights: nn.Linear, value_proj: nn.Linear,
+                              output_proj: nn.Linear, num_heads: int, num_levels: int, num_points: int) -> None:
+    """Standard Deformable-DETR initialisation: offsets start on rays at evenly spaced angles per
+    head, point i at distance i+1 (max-norm 1 direction); uniform attention; xavier projections."""
+    nn.init.zeros_(sampling_offsets.weight)
+    thetas = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)
+    grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+    grid = grid / grid.abs().max(-1, keepdim=True)[0]
+    grid = grid.view(num_heads, 1, 1, 2).repeat(1, num_levels, num_points, 1)
+    grid = grid * torch.arange(1, num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+    with torch.no_grad():
+        sampling_offsets.bias.copy_(grid.flatten())
+    nn.init.zeros_(attention_weights.weight)
+    nn.init.zeros_(attention_weights.bias)
+    for layer in (value_proj, output_proj):
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Multi-scale deformable attention (Deformable-DETR), with mmcv-compatible parameter names.
 
@@ -149,21 +168,8 @@ class MultiScaleDeformableAttention(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Standard initialisation: offsets start on rays at evenly spaced angles per head, point i at
-        distance i+1; uniform attention; xavier projections."""
-        nn.init.zeros_(self.sampling_offsets.weight)
-        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
-        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = grid / grid.abs().max(-1, keepdim=True)[0]
-        grid = grid.view(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
-        grid = grid * torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-        with torch.no_grad():
-            self.sampling_offsets.bias.copy_(grid.flatten())
-        nn.init.zeros_(self.attention_weights.weight)
-        nn.init.zeros_(self.attention_weights.bias)
-        for layer in (self.value_proj, self.output_proj):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_deformable_attention(self.sampling_offsets, self.attention_weights, self.value_proj, self.output_proj,
+                                  self.num_heads, self.num_levels, self.num_points)
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 identity: Tensor | None = None, query_pos: Tensor | None = None,

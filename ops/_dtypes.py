@@ -20,13 +20,20 @@ HALF_TYPES = (torch.float16, torch.bfloat16)
 def unify_dtypes(op: str, primary_name: str, primary: Tensor, **others: Tensor) -> list[Tensor]:
     """Return ``others`` in the compute dtype (see the module docstring)."""
     dtype = primary.dtype
-    if torch.is_autocast_enabled(primary.device.type):
+    if _autocast_enabled(primary.device.type):
         return [t.to(dtype) for t in others.values()]
     for name, t in others.items():
         if t.dtype != dtype:
             raise TypeError(f"{op}: {name} has dtype {t.dtype} but {primary_name} has {dtype}; pass tensors "
                             f"of one dtype (or run under torch.autocast)")
     return list(others.values())
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # device types without autocast (e.g. "meta", used for shape/FLOP tracing)
+        return False
 
 
 def kernel_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:

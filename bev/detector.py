@@ -1,0 +1,156 @@
+"""BEVFormer v2: image backbone + FPN, perspective (monocular 3D) supervision, BEV encoder, v2
+temporal fusion and a DETR 3D head, with optional two-stage hybrid queries.
+
+Inputs follow the sample contract (docs/architecture.md): ``img`` (B, T, Ncam, 3, H, W) with the
+current frame last; ``cams['ego2img']`` (B, T, Ncam, 4, 4); ``ego['prev2curr']`` (B, T, 4, 4) maps
+frame t's ego frame into the current one; ``ego['history_valid']`` (B, T) marks frames that exist.
+
+History, v2 style: the BEV of frame t is built from frame t's images with
+``ego2img_t @ inv(prev2curr_t)``, i.e. the *current* BEV grid is projected into the past images,
+so every history BEV is already aligned with the current frame. History BEVs are computed without
+gradients and in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+
+from .detection_head import BEVDetectionHead
+from .encoder import BEVEncoder
+from .perspective_head import PerspectiveHead
+from .temporal import ResidualConvFusion, fill_missing_history
+
+__all__ = ["BEVFormerV2"]
+
+
+class HybridQueryEncoder(nn.Module):
+    """Turns lifted perspective proposals into decoder queries: position from the normalised centre,
+    content from the predicted class."""
+
+    def __init__(self, num_classes: int, embed_dims: int) -> None:
+        super().__init__()
+        self.pos = nn.Sequential(nn.Linear(3, embed_dims), nn.ReLU(inplace=True), nn.Linear(embed_dims, embed_dims))
+        self.content = nn.Embedding(num_classes, embed_dims)
+
+    def forward(self, ref: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.pos(ref), self.content(labels), ref
+
+
+class BEVFormerV2(BaseModel):
+    def __init__(self, backbone: nn.Module, neck: nn.Module, encoder: BEVEncoder, head: BEVDetectionHead,
+                 perspective_head: PerspectiveHead | None = None, num_frames: int = 1,
+                 fusion_channels: int | None = None, hybrid_queries: int = 0, bev_levels: int = 4,
+                 data_preprocessor: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor)
+        if not 1 <= num_frames <= 8:
+            raise ValueError(f"num_frames must be between 1 and 8, got {num_frames}")
+        if hybrid_queries and perspective_head is None:
+            raise ValueError("hybrid_queries needs a perspective_head to propose them")
+        self.backbone, self.neck, self.encoder, self.head = backbone, neck, encoder, head
+        self.perspective_head = perspective_head
+        self.num_frames, self.hybrid_queries, self.bev_levels = num_frames, hybrid_queries, bev_levels
+        self.fusion = ResidualConvFusion(num_frames, encoder.embed_dims, fusion_channels) if num_frames > 1 else None
+        self.hybrid = HybridQueryEncoder(head.num_classes, head.embed_dims) if hybrid_queries else None
+        self.video_cache: OrderedDict[str, list[Tensor]] = OrderedDict()
+        self.video_mode = False
+
+    # -- image side -----------------------------------------------------------------------------
+    def image_features(self, images: Tensor) -> list[Tensor]:
+        """(B, Ncam, 3, H, W) -> FPN levels (B·Ncam, C, h, w)."""
+        b, n = images.shape[:2]
+        return self.neck(self.backbone(images.flatten(0, 1)))
+
+    def _per_camera(self, features: list[Tensor], batch: int) -> list[Tensor]:
+        return [f.view(batch, -1, *f.shape[1:]) for f in features[: self.bev_levels]]
+
+    def _frame_features(self, images: Tensor, tokens: list[str] | None) -> list[Tensor]:
+        """FPN features of one history frame, reused from the video cache when possible."""
+        if not (self.video_mode and tokens):
+            return self.image_features(images)
+        missing = [i for i, tok in enumerate(tokens) if tok not in self.video_cache]
+        if missing:
+            fresh = self.image_features(images[missing])
+            n = images.shape[1]
+            for j, i in enumerate(missing):
+                self._cache_put(tokens[i], [f[j * n:(j + 1) * n] for f in fresh])
+        per_sample = [self.video_cache[tok] for tok in tokens]
+        return [torch.cat([s[level] for s in per_sample]) for level in range(len(per_sample[0]))]
+
+    def _cache_put(self, token: str, features: list[Tensor]) -> None:
+        self.video_cache[token] = [f.detach() for f in features]
+        while len(self.video_cache) > 2 * self.num_frames:
+            self.video_cache.popitem(last=False)
+
+    # -- BEV side -------------------------------------------------------------------------------
+    def _history_bevs(self, img: Tensor, ego2img: Tensor, prev2curr: Tensor, image_size: tuple[int, int],
+                      tokens: list[list[str]] | None) -> list[Tensor]:
+        bevs = []
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            for t in range(img.shape[1] - 1):
+                # Project the current grid into frame t: current ego -> frame t ego -> frame t image.
+                to_past = ego2img[:, t].float() @ torch.linalg.inv(prev2curr[:, t].float())[:, None]
+                frame_tokens = [seq[t] for seq in tokens] if tokens else None
+                feats = self._per_camera(self._frame_features(img[:, t], frame_tokens), img.shape[0])
+                bevs.append(self.encoder(feats, to_past, image_size))
+        self.train(was_training)
+        return bevs
+
+    def extract(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None
+                ) -> tuple[Tensor, list[Tensor]]:
+        """Returns the fused BEV (B, C, Nx, Ny) and the current frame's FPN features."""
+        if img.dim() != 6:
+            raise ValueError(f"img must be (B, T, Ncam, 3, H, W), got shape {tuple(img.shape)}")
+        b, t = img.shape[:2]
+        image_size = tuple(img.shape[-2:])
+        ego2img = cams["ego2img"]
+        current_tokens = [m.get("sample_token") for m in meta] if meta and self.video_mode else None
+        current = self._frame_features(img[:, -1], current_tokens)
+        bev = self.encoder(self._per_camera(current, b), ego2img[:, -1], image_size)
+        if self.fusion is None:
+            return bev, current
+        frames = min(t, self.num_frames)
+        tokens = [m.get("history_tokens", [None] * t)[-frames:-1] for m in meta] if meta and self.video_mode else None
+        history = self._history_bevs(img[:, -frames:], ego2img[:, -frames:], ego["prev2curr"][:, -frames:],
+                                     image_size, tokens)
+        valid = ego.get("history_valid", torch.ones(b, t, dtype=torch.bool, device=img.device))[:, -frames:]
+        bevs = fill_missing_history(history + [bev], valid.to(bev.device))
+        missing_slots = self.num_frames - frames  # fewer frames given than the model fuses
+        bevs = [bevs[0]] * missing_slots + bevs
+        return self.fusion(bevs), current
+
+    # -- heads ----------------------------------------------------------------------------------
+    def _extra_queries(self, persp_out, ego2img: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        if not self.hybrid_queries:
+            return None
+        proposals = self.perspective_head.proposals(persp_out, ego2img, self.hybrid_queries)
+        ref = self.head.normalize_centres(proposals["centres"]).clamp(0, 1)
+        return self.hybrid(ref.detach(), proposals["labels"])
+
+    def forward(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None, mode: str = "tensor",
+                gt_boxes: list[Tensor] | None = None, gt_labels: list[Tensor] | None = None, **unused):
+        bev, features = self.extract(img, cams, ego, meta)
+        ego2img = cams["ego2img"][:, -1]
+        persp_out = self.perspective_head(features) if self.perspective_head is not None else None
+        outputs = self.head(bev, self._extra_queries(persp_out, ego2img))
+        if mode == "tensor":
+            return outputs
+        if mode == "loss":
+            if gt_boxes is None or gt_labels is None:
+                raise ValueError("mode='loss' needs gt_boxes and gt_labels")
+            losses = self.head.loss(outputs, gt_boxes, gt_labels)
+            if persp_out is not None:
+                losses.update(self.perspective_head.loss(persp_out, gt_boxes, gt_labels, ego2img,
+                                                         tuple(img.shape[-2:])))
+            return losses
+        if mode == "predict":
+            predictions = self.head.predict(outputs)
+            for pred, info in zip(predictions, meta or [{}] * len(predictions)):
+                pred["sample_token"] = info.get("sample_token")
+            return predictions
+        raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")

@@ -1,0 +1,203 @@
+"""BEVFormer-style BEV encoder: learned BEV queries that look at the cameras through spatial
+cross-attention and at each other through deformable self-attention.
+
+Every step is per sample: visibility masks, reference points and camera selection come from each
+sample's own ``ego2img``, so a batch of N gives each sample the result it would get alone
+(upstream took the visible-query index set from batch element 0 only).
+
+Geometry: BEV cell (ix, iy) is the cell of the grid's x (forward) index ix and y (left) index iy;
+the map is (B, C, Nx, Ny), flattened as ix·Ny + iy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ops import MultiScaleDeformableAttention, ms_deform_attn
+from ops.modules import init_deformable_attention
+
+__all__ = ["BEVEncoder", "SpatialCrossAttention", "grid_cell_counts", "pillar_points", "project_to_cameras"]
+
+_EPS = 1e-5
+
+
+def grid_cell_counts(grid) -> tuple[int, int]:
+    """(Nx, Ny): number of BEV cells along x and y."""
+    nx = round((grid.x_range[1] - grid.x_range[0]) / grid.resolution)
+    ny = round((grid.y_range[1] - grid.y_range[0]) / grid.resolution)
+    return nx, ny
+
+
+def pillar_points(grid, heights: int, device: torch.device | None = None) -> Tensor:
+    """(Nx·Ny, heights, 3) metric ego-frame points: each cell centre at ``heights`` evenly spaced
+    heights over the grid's z range (the pillar anchors of spatial cross-attention)."""
+    nx, ny = grid_cell_counts(grid)
+    x = grid.x_range[0] + (torch.arange(nx, device=device, dtype=torch.float32) + 0.5) * grid.resolution
+    y = grid.y_range[0] + (torch.arange(ny, device=device, dtype=torch.float32) + 0.5) * grid.resolution
+    z0, z1 = grid.z_range
+    z = z0 + (torch.arange(heights, device=device, dtype=torch.float32) + 0.5) / heights * (z1 - z0)
+    xx, yy = torch.meshgrid(x, y, indexing="ij")
+    cells = torch.stack([xx, yy], -1).reshape(-1, 1, 2).expand(-1, heights, 2)
+    return torch.cat([cells, z.view(1, heights, 1).expand(cells.shape[0], heights, 1)], dim=-1)
+
+
+def project_to_cameras(points: Tensor, ego2img: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Project ego-frame points into every camera of every sample.
+
+    points (P, 3) or (..., 3) metric; ego2img (B, Ncam, 4, 4); image_size (H, W) of the (padded)
+    network input. Returns normalised (u, v) in [0, 1] (B, Ncam, *points.shape[:-1], 2) and a
+    visibility mask: in front of the camera and inside the image. Computed in float32.
+    """
+    shape = points.shape[:-1]
+    homogeneous = F.pad(points.reshape(-1, 3).float(), (0, 1), value=1.0)
+    cam = torch.einsum("bnij,pj->bnpi", ego2img.float(), homogeneous)
+    depth = cam[..., 2]
+    uv = cam[..., :2] / depth.clamp(min=_EPS).unsqueeze(-1)
+    height, width = image_size
+    uv = uv / uv.new_tensor([width, height])
+    visible = (depth > _EPS) & (uv > 0).all(-1) & (uv < 1).all(-1) & torch.isfinite(uv).all(-1)
+    b, n = ego2img.shape[:2]
+    return uv.reshape(b, n, *shape, 2), visible.reshape(b, n, *shape)
+
+
+class SpatialCrossAttention(nn.Module):
+    """Each BEV query samples every camera that sees one of its pillar anchors, around the anchor's
+    projection, and averages over those cameras. Queries are gathered per (sample, camera) so only
+    visible ones are computed (memory), then scattered back."""
+
+    def __init__(self, dims: int, heads: int, levels: int, pillar_heights: int, points_per_height: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.heads, self.levels = heads, levels
+        self.pillar_heights, self.points_per_height = pillar_heights, points_per_height
+        points = pillar_heights * points_per_height
+        self.sampling_offsets = nn.Linear(dims, heads * levels * points * 2)
+        self.attention_weights = nn.Linear(dims, heads * levels * points)
+        self.value_proj = nn.Linear(dims, dims)
+        self.output_proj = nn.Linear(dims, dims)
+        self.dropout = nn.Dropout(dropout)
+        init_deformable_attention(self.sampling_offsets, self.attention_weights, self.value_proj,
+                                  self.output_proj, heads, levels, points)
+
+    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, spatial_shapes: Tensor,
+                level_start_index: Tensor, reference_uv: Tensor, visible: Tensor) -> Tensor:
+        """query (B, Q, C); value (B·Ncam, S, C) camera features; reference_uv (B, Ncam, Q, D, 2);
+        visible (B, Ncam, Q, D)."""
+        b, q, c = query.shape
+        n_cam = reference_uv.shape[1]
+        seen = visible.any(-1).flatten(0, 1)  # (B·Ncam, Q)
+        counts = seen.sum(-1)
+        length = int(counts.max()) if counts.numel() else 0
+        total = query.new_zeros(b * n_cam, q, c)
+        if length > 0:
+            order = torch.argsort((~seen).to(torch.int8), dim=1, stable=True)[:, :length]
+            valid = torch.arange(length, device=query.device)[None] < counts[:, None]
+            queries = (query + query_pos).repeat_interleave(n_cam, dim=0)
+            gathered = torch.gather(queries, 1, order[..., None].expand(-1, -1, c))
+            ref = torch.gather(reference_uv.flatten(0, 1), 1,
+                               order[..., None, None].expand(-1, -1, self.pillar_heights, 2))
+            sampled = self._attend(gathered, ref, value, spatial_shapes, level_start_index)
+            sampled = sampled * valid[..., None].to(sampled.dtype)
+            total = total.scatter_add(1, order[..., None].expand(-1, -1, c), sampled.to(total.dtype))
+        per_query = total.view(b, n_cam, q, c).sum(1) / seen.view(b, n_cam, q).sum(1).clamp(min=1)[..., None]
+        return query + self.dropout(self.output_proj(per_query))
+
+    def _attend(self, query: Tensor, ref: Tensor, value: Tensor, spatial_shapes: Tensor,
+                level_start_index: Tensor) -> Tensor:
+        bn, length, _ = query.shape
+        heads, levels, d, pph = self.heads, self.levels, self.pillar_heights, self.points_per_height
+        offsets = self.sampling_offsets(query).view(bn, length, heads, levels, d, pph, 2)
+        normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets.dtype)
+        locations = ref[:, :, None, None, :, None, :] + offsets / normalizer[None, None, None, :, None, None, :]
+        weights = self.attention_weights(query).view(bn, length, heads, levels * d * pph).softmax(-1)
+        value = self.value_proj(value).view(bn, value.shape[1], heads, -1)
+        out = ms_deform_attn(value, spatial_shapes, level_start_index,
+                             locations.reshape(bn, length, heads, levels, d * pph, 2),
+                             weights.view(bn, length, heads, levels, d * pph))
+        return out
+
+
+class EncoderLayer(nn.Module):
+    """Deformable self-attention on the BEV -> spatial cross-attention -> FFN, each post-norm."""
+
+    def __init__(self, dims: int, heads: int, levels: int, pillar_heights: int, points_per_height: int,
+                 ffn_dims: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = MultiScaleDeformableAttention(dims, heads, num_levels=1, num_points=4, dropout=dropout)
+        self.cross_attn = SpatialCrossAttention(dims, heads, levels, pillar_heights, points_per_height, dropout)
+        self.ffn = nn.Sequential(nn.Linear(dims, ffn_dims), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                 nn.Linear(ffn_dims, dims), nn.Dropout(dropout))
+        self.norms = nn.ModuleList(nn.LayerNorm(dims) for _ in range(3))
+
+    def forward(self, bev: Tensor, bev_pos: Tensor, bev_shape: Tensor, bev_ref: Tensor, cam_value: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor, reference_uv: Tensor, visible: Tensor) -> Tensor:
+        start = torch.zeros(1, dtype=torch.long, device=bev.device)
+        bev = self.norms[0](self.self_attn(bev, query_pos=bev_pos, reference_points=bev_ref,
+                                           spatial_shapes=bev_shape, level_start_index=start))
+        bev = self.norms[1](self.cross_attn(bev, bev_pos, cam_value, spatial_shapes, level_start_index,
+                                            reference_uv, visible))
+        return self.norms[2](bev + self.ffn(bev))
+
+
+class BEVEncoder(nn.Module):
+    """Multi-camera, multi-level image features -> one BEV map (B, C, Nx, Ny) in the ego frame."""
+
+    def __init__(self, grid, embed_dims: int = 256, num_layers: int = 6, num_heads: int = 8, num_levels: int = 4,
+                 num_cameras: int = 6, pillar_heights: int = 4, points_per_height: int = 2, ffn_dims: int = 512,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.grid, self.embed_dims, self.pillar_heights = grid, embed_dims, pillar_heights
+        self.nx, self.ny = grid_cell_counts(grid)
+        self.bev_queries = nn.Embedding(self.nx * self.ny, embed_dims)
+        self.x_embed = nn.Embedding(self.nx, embed_dims // 2)
+        self.y_embed = nn.Embedding(self.ny, embed_dims - embed_dims // 2)
+        self.level_embeds = nn.Parameter(torch.randn(num_levels, embed_dims) * 0.02)
+        self.camera_embeds = nn.Parameter(torch.randn(num_cameras, embed_dims) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer(embed_dims, num_heads, num_levels, pillar_heights,
+                                                 points_per_height, ffn_dims, dropout) for _ in range(num_layers))
+        self.register_buffer("pillars", pillar_points(grid, pillar_heights), persistent=False)
+
+    def bev_position(self, batch: int) -> Tensor:
+        pos = torch.cat([self.x_embed.weight[:, None].expand(-1, self.ny, -1),
+                         self.y_embed.weight[None].expand(self.nx, -1, -1)], dim=-1)
+        return pos.reshape(1, self.nx * self.ny, -1).expand(batch, -1, -1)
+
+    def bev_reference(self, batch: int, device: torch.device) -> Tensor:
+        """(B, Nx·Ny, 1, 2) normalised (u, v) = (y, x) cell centres for self-attention."""
+        u = (torch.arange(self.ny, device=device) + 0.5) / self.ny
+        v = (torch.arange(self.nx, device=device) + 0.5) / self.nx
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        return torch.stack([uu, vv], -1).reshape(1, -1, 1, 2).expand(batch, -1, -1, -1)
+
+    def flatten_features(self, features: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, Ncam, C, h, w) per level -> value (B·Ncam, Σhw, C), spatial shapes, level starts."""
+        flat, shapes = [], []
+        for level, feat in enumerate(features):
+            b, n, c, h, w = feat.shape
+            tokens = feat.flatten(3).transpose(2, 3)  # (B, Ncam, hw, C)
+            embed = self.camera_embeds[:n, None, :] + self.level_embeds[level]
+            tokens = tokens + embed.to(tokens.dtype)
+            flat.append(tokens.flatten(0, 1))
+            shapes.append((h, w))
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=features[0].device)
+        areas = spatial_shapes.prod(1)
+        starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+        return torch.cat(flat, dim=1), spatial_shapes, starts
+
+    def forward(self, features: list[Tensor], ego2img: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """features: per level (B, Ncam, C, h, w); ego2img (B, Ncam, 4, 4) maps points of the BEV's
+        ego frame to pixels of the (padded) input of size ``image_size``."""
+        b = ego2img.shape[0]
+        device = ego2img.device
+        value, spatial_shapes, starts = self.flatten_features(features)
+        reference_uv, visible = project_to_cameras(self.pillars, ego2img, image_size)
+        reference_uv = reference_uv.to(value.dtype)
+        bev = self.bev_queries.weight.to(value.dtype)[None].expand(b, -1, -1)
+        bev_pos = self.bev_position(b).to(value.dtype)
+        bev_shape = torch.tensor([[self.nx, self.ny]], device=device)
+        bev_ref = self.bev_reference(b, device).to(value.dtype)
+        for layer in self.layers:
+            bev = layer(bev, bev_pos, bev_shape, bev_ref, value, spatial_shapes, starts, reference_uv, visible)
+        return bev.transpose(1, 2).reshape(b, self.embed_dims, self.nx, self.ny)

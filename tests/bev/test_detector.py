@@ -1,0 +1,70 @@
+"""BEVFormer v2 end to end on tiny inputs: batch independence, missing history, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.bev.rig import IMAGE_H, IMAGE_W, rig_ego2img, tiny_model
+
+
+def _inputs(batch: int, frames: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(batch, frames, 6, 3, IMAGE_H, IMAGE_W, generator=g)
+    ego2img = rig_ego2img(batch, frames)
+    prev2curr = torch.eye(4).repeat(batch, frames, 1, 1)
+    prev2curr[:, :-1, 0, 3] = -torch.arange(frames - 1, 0, -1, dtype=torch.float32)  # driving forward 1 m/frame
+    valid = torch.ones(batch, frames, dtype=torch.bool)
+    return img, dict(ego2img=ego2img), dict(prev2curr=prev2curr, history_valid=valid)
+
+
+def _slice(cams, ego, i):
+    return {k: v[i:i + 1] for k, v in cams.items()}, {k: v[i:i + 1] for k, v in ego.items()}
+
+
+@pytest.mark.parametrize(("frames", "hybrid"), [(1, 0), (3, 8)])
+def test_batch_of_two_equals_each_sample_alone(frames, hybrid):
+    model = tiny_model(num_frames=frames, hybrid_queries=hybrid).eval()
+    img, cams, ego = _inputs(2, frames)
+    # The two samples differ in cameras (sample 1's rig is rotated) and in history availability.
+    cams["ego2img"][1] = rig_ego2img(1, frames, yaws=(10, -50, 70, 190, 130, -110))[0]
+    ego["history_valid"][1, 0] = False
+    with torch.no_grad():
+        both = model(img, cams, ego)
+        for i in range(2):
+            alone = model(img[i:i + 1], *_slice(cams, ego, i))
+            for (logits, codes), (logits1, codes1) in zip(both, alone):
+                torch.testing.assert_close(logits[i:i + 1], logits1, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(codes[i:i + 1], codes1, rtol=1e-4, atol=1e-4)
+
+
+def test_missing_history_uses_the_nearest_available_frame():
+    model = tiny_model(num_frames=2).eval()
+    img, cams, ego = _inputs(1, 2)
+    ego["history_valid"][0, 0] = False
+    with torch.no_grad():
+        missing = model(img, cams, ego)
+        # With the past frame missing, its content must not matter.
+        img_other = img.clone()
+        img_other[:, 0] = torch.randn_like(img_other[:, 0])
+        torch.testing.assert_close(model(img_other, cams, ego)[-1][0], missing[-1][0])
+
+
+@pytest.mark.slow
+def test_loss_decreases_when_overfitting_one_sample():
+    model = tiny_model(group_detr=2, hybrid_queries=4).train()
+    img, cams, ego = _inputs(1, 1, seed=3)
+    gt_boxes = [torch.tensor([[8.0, 1.0, 0.8, 1.9, 4.5, 1.6, 0.3, 2.0, 0.0],
+                              [-6.0, -4.0, 0.9, 0.7, 0.8, 1.8, 1.2, 0.0, 0.5]])]
+    gt_labels = [torch.tensor([0, 8])]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(25):
+        losses = model(img, cams, ego, mode="loss", gt_boxes=gt_boxes, gt_labels=gt_labels)
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(total.item())
+    assert all(torch.isfinite(torch.tensor(history)))
+    assert sum(history[-3:]) / 3 < 0.6 * sum(history[:3]) / 3, history

@@ -19,12 +19,17 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from .detection_head import BEVDetectionHead
-from .encoder import BEVEncoder
-from .perspective_head import PerspectiveHead
 from .temporal import ResidualConvFusion, fill_missing_history
 
 __all__ = ["BEVFormerV2"]
+
+
+def _make_grid(bev_grid):
+    if bev_grid is None or not isinstance(bev_grid, dict):
+        return bev_grid
+    from perception.structures import BEVGrid
+
+    return BEVGrid(**bev_grid)
 
 
 class HybridQueryEncoder(nn.Module):
@@ -40,12 +45,30 @@ class HybridQueryEncoder(nn.Module):
         return self.pos(ref), self.content(labels), ref
 
 
+def _build(component, **defaults):
+    """Build a component given as an mmengine config dict (``defaults`` fill missing keys)."""
+    if component is None or isinstance(component, nn.Module):
+        return component
+    from perception.engine import MODELS, register_lower_layers
+
+    register_lower_layers()
+    cfg = dict(component)
+    for key, value in defaults.items():
+        cfg.setdefault(key, value)
+    return MODELS.build(cfg)
+
+
 class BEVFormerV2(BaseModel):
-    def __init__(self, backbone: nn.Module, neck: nn.Module, encoder: BEVEncoder, head: BEVDetectionHead,
-                 perspective_head: PerspectiveHead | None = None, num_frames: int = 1,
+    """Components may be modules or config dicts; ``bev_grid`` (a dict of BEVGrid arguments or a
+    grid object) is handed to the encoder and the head when they are built from dicts."""
+
+    def __init__(self, backbone, neck, encoder, head, perspective_head=None, num_frames: int = 1,
                  fusion_channels: int | None = None, hybrid_queries: int = 0, bev_levels: int = 4,
-                 data_preprocessor: dict | None = None) -> None:
+                 bev_grid=None, data_preprocessor: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
+        grid = _make_grid(bev_grid)
+        backbone, neck, perspective_head = _build(backbone), _build(neck), _build(perspective_head)
+        encoder, head = _build(encoder, grid=grid), _build(head, grid=grid)
         if not 1 <= num_frames <= 8:
             raise ValueError(f"num_frames must be between 1 and 8, got {num_frames}")
         if hybrid_queries and perspective_head is None:

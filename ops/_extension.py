@@ -105,7 +105,23 @@ def _missing_for(kind: str) -> str | None:
         return f"nvcc in {cpp_extension.CUDA_HOME} did not report a version"
     if nvcc.split(".")[0] != torch.version.cuda.split(".")[0]:
         return f"CUDA toolkit mismatch: nvcc {nvcc} but torch was built with CUDA {torch.version.cuda}"
+    arch = _unsupported_arch(cpp_extension.CUDA_HOME)
+    if arch is not None:
+        return f"nvcc {nvcc} cannot build for this GPU's architecture ({arch})"
     return None
+
+
+def _unsupported_arch(cuda_home: str) -> str | None:
+    """The GPU's sm_XY when nvcc lists its architectures and this one is not among them."""
+    major, minor = torch.cuda.get_device_capability()
+    wanted = f"sm_{major}{minor}"
+    try:
+        listed = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--list-gpu-arch"], capture_output=True,
+                                text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    supported = {a.replace("compute_", "sm_") for a in listed}
+    return wanted if supported and wanted not in supported else None
 
 
 def _warn(kind: str, reason: str) -> None:

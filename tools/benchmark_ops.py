@@ -137,6 +137,12 @@ def _dcnv3_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, int]:
     return forward, forward + backward
 
 
+def _msda_bytes(tensors: list[torch.Tensor], queries_dim: int) -> int:
+    """Minimum forward traffic: value, locations and weights read once, output written once."""
+    value, loc, weights = tensors
+    return (value.numel() + loc.numel() + weights.numel() + queries_dim) * value.element_size()
+
+
 def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
 
@@ -208,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             timings = {b: _time_op(functools.partial(_msda, spatial_shapes=spatial, level_start_index=starts,
                                                      backend=b), tensors, device, repeats, warmup)
                        for b in backends}
-            _report("msda", preset, dtype, timings, device, None, None)
+            batch, queries, heads, dim = MSDA_PRESETS[preset][:4]
+            _report("msda", preset, dtype, timings, device, _msda_bytes(tensors, batch * queries * heads * dim), None)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: converts predictions to each benchmark's format and computes its metrics."""

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with the test set/metrics of an mmengine config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options key=value ...]
+    torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from _runner_common import DictAction, load_config, register_all  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Test a checkpoint (mmengine Runner)")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--work-dir", help="where logs go (default: work_dirs/<config name>)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f"checkpoint not found: {args.checkpoint}")
+    register_all()
+    from mmengine.runner import Runner
+
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == "__main__":
+    main()

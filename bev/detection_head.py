@@ -104,8 +104,7 @@ class BEVDetectionHead(nn.Module):
         return lo, hi
 
     def normalize_centres(self, xyz: Tensor) -> Tensor:
-        lo, hi = self._ranges(xyz.device)
-        return (xyz - lo) / (hi - lo)
+        return self.grid.normalize(xyz)
 
     def denormalize_centres(self, normalized: Tensor) -> Tensor:
         lo, hi = self._ranges(normalized.device)

@@ -18,28 +18,17 @@ from torch import Tensor, nn
 from ops import MultiScaleDeformableAttention, ms_deform_attn
 from ops.modules import init_deformable_attention
 
-__all__ = ["BEVEncoder", "SpatialCrossAttention", "grid_cell_counts", "pillar_points", "project_to_cameras"]
+__all__ = ["BEVEncoder", "SpatialCrossAttention", "pillar_points", "project_to_cameras"]
 
 _EPS = 1e-5
-
-
-def grid_cell_counts(grid) -> tuple[int, int]:
-    """(Nx, Ny): number of BEV cells along x and y."""
-    nx = round((grid.x_range[1] - grid.x_range[0]) / grid.resolution)
-    ny = round((grid.y_range[1] - grid.y_range[0]) / grid.resolution)
-    return nx, ny
 
 
 def pillar_points(grid, heights: int, device: torch.device | None = None) -> Tensor:
     """(Nx·Ny, heights, 3) metric ego-frame points: each cell centre at ``heights`` evenly spaced
     heights over the grid's z range (the pillar anchors of spatial cross-attention)."""
-    nx, ny = grid_cell_counts(grid)
-    x = grid.x_range[0] + (torch.arange(nx, device=device, dtype=torch.float32) + 0.5) * grid.resolution
-    y = grid.y_range[0] + (torch.arange(ny, device=device, dtype=torch.float32) + 0.5) * grid.resolution
+    cells = grid.cell_centers(device=device).reshape(-1, 1, 2).expand(-1, heights, 2)
     z0, z1 = grid.z_range
     z = z0 + (torch.arange(heights, device=device, dtype=torch.float32) + 0.5) / heights * (z1 - z0)
-    xx, yy = torch.meshgrid(x, y, indexing="ij")
-    cells = torch.stack([xx, yy], -1).reshape(-1, 1, 2).expand(-1, heights, 2)
     return torch.cat([cells, z.view(1, heights, 1).expand(cells.shape[0], heights, 1)], dim=-1)
 
 
@@ -149,7 +138,7 @@ class BEVEncoder(nn.Module):
                  dropout: float = 0.1) -> None:
         super().__init__()
         self.grid, self.embed_dims, self.pillar_heights = grid, embed_dims, pillar_heights
-        self.nx, self.ny = grid_cell_counts(grid)
+        self.nx, self.ny = grid.shape
         self.bev_queries = nn.Embedding(self.nx * self.ny, embed_dims)
         self.x_embed = nn.Embedding(self.nx, embed_dims // 2)
         self.y_embed = nn.Embedding(self.ny, embed_dims - embed_dims // 2)

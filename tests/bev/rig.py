@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import types
 
 import torch
 
@@ -13,14 +12,15 @@ from bev.detector import BEVFormerV2
 from bev.encoder import BEVEncoder
 from bev.perspective_head import PerspectiveHead
 from perception.models.necks import FPN
+from perception.structures.bev_grid import BEVGrid
 
 IMAGE_H, IMAGE_W, FOCAL = 64, 96, 50.0
 CAMERA_YAWS_DEG = (0, -60, 60, 180, 120, -120)  # FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT, BACK_RIGHT
 CAMERA_HEIGHT = 1.5
 
 
-def small_grid():
-    return types.SimpleNamespace(x_range=(-20.0, 20.0), y_range=(-20.0, 20.0), z_range=(-3.0, 5.0), resolution=2.0)
+def small_grid() -> BEVGrid:
+    return BEVGrid(x_range=(-20.0, 20.0), y_range=(-20.0, 20.0), z_range=(-3.0, 5.0), resolution=2.0)
 
 
 def intrinsics() -> torch.Tensor:

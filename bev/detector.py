@@ -9,6 +9,11 @@ History, v2 style: the BEV of frame t is built from frame t's images with
 ``ego2img_t @ inv(prev2curr_t)``, i.e. the *current* BEV grid is projected into the past images,
 so every history BEV is already aligned with the current frame. History BEVs are computed without
 gradients and in eval mode.
+
+Video test mode (``model.video_mode = True``, needs ``meta[i]['frame_tokens']``): the FPN features
+of each frame are cached by sample token, so running a sequence frame by frame computes every
+frame's backbone once instead of ``num_frames`` times. Only the cheap re-projection into the
+current frame is redone, which keeps the result identical to the non-cached computation.
 """
 
 from __future__ import annotations
@@ -132,13 +137,13 @@ class BEVFormerV2(BaseModel):
         b, t = img.shape[:2]
         image_size = tuple(img.shape[-2:])
         ego2img = cams["ego2img"]
-        current_tokens = [m.get("sample_token") for m in meta] if meta and self.video_mode else None
-        current = self._frame_features(img[:, -1], current_tokens)
+        frame_tokens = [m["frame_tokens"] for m in meta] if self.video_mode and meta else None
+        current = self._frame_features(img[:, -1], [seq[-1] for seq in frame_tokens] if frame_tokens else None)
         bev = self.encoder(self._per_camera(current, b), ego2img[:, -1], image_size)
         if self.fusion is None:
             return bev, current
         frames = min(t, self.num_frames)
-        tokens = [m.get("history_tokens", [None] * t)[-frames:-1] for m in meta] if meta and self.video_mode else None
+        tokens = [seq[-frames:-1] for seq in frame_tokens] if frame_tokens else None
         history = self._history_bevs(img[:, -frames:], ego2img[:, -frames:], ego["prev2curr"][:, -frames:],
                                      image_size, tokens)
         valid = ego.get("history_valid", torch.ones(b, t, dtype=torch.bool, device=img.device))[:, -frames:]

@@ -68,3 +68,25 @@ def test_loss_decreases_when_overfitting_one_sample():
         history.append(total.item())
     assert all(torch.isfinite(torch.tensor(history)))
     assert sum(history[-3:]) / 3 < 0.6 * sum(history[:3]) / 3, history
+
+
+def test_video_mode_reuses_cached_frames_and_matches_the_full_computation():
+    model = tiny_model(num_frames=3).eval()
+    frames = 5
+    img, cams, ego = _inputs(1, frames)
+    tokens = [f"token{t}" for t in range(frames)]
+    calls = []
+    model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        expected = [model(img[:, t - 2:t + 1], cams={"ego2img": cams["ego2img"][:, t - 2:t + 1]},
+                          ego={k: v[:, t - 2:t + 1] for k, v in ego.items()}) for t in range(2, frames)]
+        full_calls = len(calls)
+        calls.clear()
+        model.video_mode = True
+        for i, t in enumerate(range(2, frames)):
+            meta = [{"sample_token": tokens[t], "frame_tokens": tokens[t - 2:t + 1]}]
+            out = model(img[:, t - 2:t + 1], cams={"ego2img": cams["ego2img"][:, t - 2:t + 1]},
+                        ego={k: v[:, t - 2:t + 1] for k, v in ego.items()}, meta=meta)
+            torch.testing.assert_close(out[-1][0], expected[i][-1][0], rtol=1e-5, atol=1e-5)
+    assert full_calls == 3 * 3  # 3 frames of backbone per step without the cache
+    assert len(calls) == frames  # each of the 5 frames once with it

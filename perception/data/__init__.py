@@ -1,0 +1,1 @@
+"""Datasets, pipelines, info files and the synthetic world generator."""

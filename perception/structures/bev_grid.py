@@ -1,0 +1,95 @@
+"""The BEV grid: owns the cell <-> metre mapping for every BEV head (ego frame, x forward, y left).
+
+Layout (docs/architecture.md): a BEV map is (..., Nx, Ny), x along dim -2, y along dim -1; a voxel
+grid (Nx, Ny, Nz) as Occ3D's ``[x, y, z]``. Cell i covers ``[min + i*res, min + (i+1)*res)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class BEVGrid:
+    x_range: tuple[float, float] = (-51.2, 51.2)
+    y_range: tuple[float, float] = (-51.2, 51.2)
+    z_range: tuple[float, float] = (-5.0, 3.0)
+    resolution: float = 0.512
+    z_resolution: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("x_range", "y_range", "z_range"):
+            lo, hi = getattr(self, name)
+            if not hi > lo:
+                raise ValueError(f"BEVGrid.{name} must be (min, max) with max > min, got {(lo, hi)}")
+            object.__setattr__(self, name, (float(lo), float(hi)))
+        if self.resolution <= 0:
+            raise ValueError(f"BEVGrid.resolution must be positive, got {self.resolution}")
+
+    @property
+    def z_res(self) -> float:
+        return self.z_resolution or self.resolution
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Nx, Ny)."""
+        return (
+            round((self.x_range[1] - self.x_range[0]) / self.resolution),
+            round((self.y_range[1] - self.y_range[0]) / self.resolution),
+        )
+
+    @property
+    def voxel_shape(self) -> tuple[int, int, int]:
+        return (*self.shape, round((self.z_range[1] - self.z_range[0]) / self.z_res))
+
+    def cell_centers(self, device=None) -> torch.Tensor:
+        """(Nx, Ny, 2) metric (x, y) of each cell centre."""
+        nx, ny = self.shape
+        xs = self.x_range[0] + (torch.arange(nx, device=device, dtype=torch.float32) + 0.5) * self.resolution
+        ys = self.y_range[0] + (torch.arange(ny, device=device, dtype=torch.float32) + 0.5) * self.resolution
+        return torch.stack(torch.meshgrid(xs, ys, indexing="ij"), dim=-1)
+
+    def voxel_centers(self) -> np.ndarray:
+        """(Nx, Ny, Nz, 3) metric centres of the voxel grid."""
+        nx, ny, nz = self.voxel_shape
+        xs = self.x_range[0] + (np.arange(nx) + 0.5) * self.resolution
+        ys = self.y_range[0] + (np.arange(ny) + 0.5) * self.resolution
+        zs = self.z_range[0] + (np.arange(nz) + 0.5) * self.z_res
+        return np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1)
+
+    def metres_to_cells(self, xy):
+        """Continuous cell coordinates (ix, iy) of metric points (..., 2); cell i spans [i, i+1)."""
+        lo = np.array([self.x_range[0], self.y_range[0]])
+        if isinstance(xy, torch.Tensor):
+            return (xy - torch.as_tensor(lo, dtype=xy.dtype, device=xy.device)) / self.resolution
+        return (np.asarray(xy) - lo) / self.resolution
+
+    def cells_to_metres(self, ij):
+        """Metric (x, y) of continuous cell coordinates (..., 2); integer index i -> cell's min edge."""
+        lo = np.array([self.x_range[0], self.y_range[0]])
+        if isinstance(ij, torch.Tensor):
+            return ij * self.resolution + torch.as_tensor(lo, dtype=ij.dtype, device=ij.device)
+        return np.asarray(ij) * self.resolution + lo
+
+    def points_to_voxel_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer voxel indices (N, 3) of metric points (N, 3) and a mask of those inside the grid."""
+        lo = np.array([self.x_range[0], self.y_range[0], self.z_range[0]])
+        res = np.array([self.resolution, self.resolution, self.z_res])
+        idx = np.floor((np.asarray(points) - lo) / res).astype(np.int64)
+        inside = ((idx >= 0) & (idx < np.array(self.voxel_shape))).all(-1)
+        return idx, inside
+
+    def normalize(self, xyz):
+        """Metric points -> [0, 1] over (x_range, y_range, z_range)."""
+        lo = [self.x_range[0], self.y_range[0], self.z_range[0]]
+        size = [self.x_range[1] - lo[0], self.y_range[1] - lo[1], self.z_range[1] - lo[2]]
+        if isinstance(xyz, torch.Tensor):
+            lo_t = torch.tensor(lo, dtype=xyz.dtype, device=xyz.device)
+            return (xyz - lo_t) / torch.tensor(size, dtype=xyz.dtype, device=xyz.device)
+        return (np.asarray(xyz) - np.array(lo)) / np.array(size)
+
+
+OCC3D_GRID = BEVGrid((-40.0, 40.0), (-40.0, 40.0), (-1.0, 5.4), 0.4)

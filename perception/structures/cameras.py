@@ -1,0 +1,66 @@
+"""Camera rigs: intrinsics, cam2ego, ego2img, projection and image-augmentation matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .transforms import Array
+
+CAMERA_NAMES: tuple[str, ...] = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
+
+
+def intrinsics_to_4x4(intrinsics: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = intrinsics
+    return out
+
+
+def compose_ego2img(
+    intrinsics: np.ndarray, cam2ego: np.ndarray, img_aug: np.ndarray | None = None
+) -> np.ndarray:
+    """ego2img = A · K4 · inv(cam2ego), A the 4x4 image-augmentation matrix (identity if None)."""
+    mat = intrinsics_to_4x4(intrinsics) @ np.linalg.inv(cam2ego)
+    return mat if img_aug is None else img_aug @ mat
+
+
+def image_aug_matrix(
+    scale: float = 1.0,
+    crop: tuple[float, float] = (0.0, 0.0),
+    flip: bool = False,
+    out_width: float | None = None,
+) -> np.ndarray:
+    """4x4 acting on homogeneous pixels: resize by ``scale``, then crop at (x0, y0), then (optionally)
+    flip horizontally inside an image ``out_width`` wide. Pixel u maps to ``out_width - u`` (so the
+    continuous image [0, W] maps onto itself; pixel centres at i + 0.5 map to W - 1 - i + 0.5)."""
+    mat = np.diag([scale, scale, 1.0, 1.0])
+    mat[0, 3] -= crop[0]
+    mat[1, 3] -= crop[1]
+    if flip:
+        if out_width is None:
+            raise ValueError("image_aug_matrix(flip=True) needs out_width")
+        f = np.eye(4)
+        f[0, 0], f[0, 3] = -1.0, out_width
+        mat = f @ mat
+    return mat
+
+
+def project_points(ego2img: Array, points: Array, eps: float = 1e-5) -> tuple[Array, Array]:
+    """Project (..., N, 3) ego points with (..., 4, 4) ego2img. Returns pixels (..., N, 2) and depth (..., N)."""
+    if isinstance(points, torch.Tensor):
+        homo = torch.cat([points, torch.ones_like(points[..., :1])], -1)
+        cam = homo @ ego2img.transpose(-1, -2)
+        depth = cam[..., 2]
+        return cam[..., :2] / depth.clamp(min=eps)[..., None], depth
+    # Contiguous operands keep numpy on its BLAS path (a transposed view falls back to a slow loop).
+    rot = np.ascontiguousarray(np.swapaxes(ego2img[..., :3, :3], -1, -2))
+    cam = np.ascontiguousarray(points) @ rot + ego2img[..., None, :3, 3]
+    depth = cam[..., 2]
+    return cam[..., :2] / np.maximum(depth, eps)[..., None], depth

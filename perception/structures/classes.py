@@ -1,0 +1,74 @@
+"""The class lists of the stack, defined once."""
+
+from __future__ import annotations
+
+# The 10 nuScenes detection classes, in the order used for label indices everywhere.
+DETECTION_CLASSES: tuple[str, ...] = (
+    "car",
+    "truck",
+    "construction_vehicle",
+    "bus",
+    "trailer",
+    "barrier",
+    "motorcycle",
+    "bicycle",
+    "pedestrian",
+    "traffic_cone",
+)
+
+# The 18 Occ3D-nuScenes classes; index = label value in ``semantics``. 17 = free.
+OCC3D_CLASSES: tuple[str, ...] = (
+    "others",
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+    "free",
+)
+OCC_FREE = 17
+
+DETECTION_CLASS_TO_OCC: dict[str, int] = {name: OCC3D_CLASSES.index(name) for name in DETECTION_CLASSES}
+
+# nuScenes general categories -> detection classes (the devkit's eval mapping; others are ignored).
+NUSCENES_CATEGORY_TO_DETECTION: dict[str, str] = {
+    "movable_object.barrier": "barrier",
+    "vehicle.bicycle": "bicycle",
+    "vehicle.bus.bendy": "bus",
+    "vehicle.bus.rigid": "bus",
+    "vehicle.car": "car",
+    "vehicle.construction": "construction_vehicle",
+    "vehicle.motorcycle": "motorcycle",
+    "human.pedestrian.adult": "pedestrian",
+    "human.pedestrian.child": "pedestrian",
+    "human.pedestrian.construction_worker": "pedestrian",
+    "human.pedestrian.police_officer": "pedestrian",
+    "movable_object.trafficcone": "traffic_cone",
+    "vehicle.trailer": "trailer",
+    "vehicle.truck": "truck",
+}
+
+# Attributes the devkit accepts per class, and the default when a model predicts none.
+DEFAULT_ATTRIBUTE: dict[str, str] = {
+    "car": "vehicle.parked",
+    "truck": "vehicle.parked",
+    "trailer": "vehicle.parked",
+    "construction_vehicle": "vehicle.parked",
+    "bus": "vehicle.moving",
+    "pedestrian": "pedestrian.moving",
+    "motorcycle": "cycle.without_rider",
+    "bicycle": "cycle.without_rider",
+    "barrier": "",
+    "traffic_cone": "",
+}

@@ -23,9 +23,31 @@ REGISTERING_MODULES = (
 )
 
 
+def allow_runner_checkpoints() -> None:
+    """Let mmengine read its own checkpoints under torch >= 2.6.
+
+    mmengine 0.10.7 saves its message hub (``HistoryBuffer``, numpy arrays) in every checkpoint and
+    reads them with ``torch.load``'s new ``weights_only=True`` default, which refuses them, so
+    ``--resume`` and ``tools/test.py`` would fail. Files given to these tools (``load_from``,
+    ``--resume``, the test checkpoint) are the user's own, so they are unpickled in full.
+    """
+    import torch
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    @CheckpointLoader.register_scheme(prefixes="", force=True)
+    def load_from_local(filename: str, map_location=None):
+        from pathlib import Path
+
+        if not Path(filename).is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {filename}")
+        return torch.load(filename, map_location=map_location, weights_only=False)
+
+
 def register_all() -> None:
     """Register the lower layers (ops, backbones) and import every package that registers modules."""
     import perception.engine
+
+    allow_runner_checkpoints()
 
     perception.engine.register_lower_layers()
     for name in REGISTERING_MODULES:

@@ -64,6 +64,11 @@ def transform_boxes(boxes: Array, matrix: Array) -> Array:
     Only the rotation's heading component changes yaw, as nuScenes boxes are upright.
     """
     lib = _lib(boxes)
+    if float(matrix[2, 2]) < 0.9:
+        raise ValueError(
+            "transform_boxes needs an upright transform (rotation mostly about z); carry corner points "
+            "with transform_points into camera frames"
+        )
     matrix = (
         _as_like(np.asarray(matrix, dtype=np.float64), boxes)
         if not isinstance(matrix, type(boxes))

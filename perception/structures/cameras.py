@@ -53,7 +53,7 @@ def image_aug_matrix(
 
 
 def project_points(ego2img: Array, points: Array, eps: float = 1e-5) -> tuple[Array, Array]:
-    """Project (..., N, 3) ego points with (..., 4, 4) ego2img. Returns pixels (..., N, 2) and depth (..., N)."""
+    """Project (..., N, 3) ego points with (..., 4, 4) ego2img -> pixels (..., N, 2), depth (..., N)."""
     if isinstance(points, torch.Tensor):
         homo = torch.cat([points, torch.ones_like(points[..., :1])], -1)
         cam = homo @ ego2img.transpose(-1, -2)

@@ -59,7 +59,10 @@ def occupancy_labels(
         if (hi_idx[k] < 0).any() or (lo_idx[k] > upper).any():
             continue
         block = centres[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
-        inside = points_in_boxes(block.reshape(-1, 3), boxes_ego[k : k + 1])[:, 0].reshape(block.shape[:3])
+        # A negative margin leaves the ground layer (voxel centres at z = 0, where boxes stand) to the ground.
+        inside = points_in_boxes(block.reshape(-1, 3), boxes_ego[k : k + 1], margin=-1e-3)[:, 0].reshape(
+            block.shape[:3]
+        )
         view = sem[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
         view[inside] = solid_classes[k]
     return dict(

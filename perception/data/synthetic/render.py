@@ -115,7 +115,9 @@ def _sky(dirs: np.ndarray) -> np.ndarray:
     return (1 - elevation) * np.array([200, 222, 240]) + elevation * np.array([110, 160, 225])
 
 
-def _trace(world: SceneWorld, solids: Solids, origin: np.ndarray, dirs: np.ndarray, regions) -> tuple:
+def _trace(
+    world: SceneWorld, solids: Solids, origin: np.ndarray, dirs: np.ndarray, regions, colorize: bool = True
+) -> tuple:
     """Nearest hits of rays ``dirs`` (H, W, 3) from ``origin``. ``regions`` yields (box index, row slice,
     column index array) of candidate rays per box. Returns colour (H, W, 3), t (H, W), id (H, W) and the
     per-box count of rays that hit it (visible or not)."""
@@ -137,15 +139,19 @@ def _trace(world: SceneWorld, solids: Solids, origin: np.ndarray, dirs: np.ndarr
         closer = t < current
         if not closer.any():
             continue
+        rr, cc = np.ix_(np.arange(h)[rows], cols)
+        t_best[rr, cc] = np.where(closer, t, current)
+        block_ids = ids[rr, cc]
+        block_ids[closer] = k
+        ids[rr, cc] = block_ids
+        if not colorize:
+            continue
         shaded = _shade(solids.boxes[k], solids.colors[k], int(solids.kinds[k]), axis, local, ld)
         block_c = color[rows][:, cols]
         block_c[closer] = shaded[closer]
-        block_ids = ids[rows][:, cols]
-        block_ids[closer] = k
-        rr, cc = np.ix_(np.arange(h)[rows], cols)
-        t_best[rr, cc] = np.where(closer, t, current)
         color[rr, cc] = block_c
-        ids[rr, cc] = block_ids
+    if not colorize:
+        return color, t_best, ids, hit_counts
     g = ids == GROUND_ID
     points = origin[:2] + dirs[g][:, :2] * t_best[g][:, None]
     color[g] = ground_colors(world, points)
@@ -200,7 +206,7 @@ def render_lidar(
     azimuth_steps: int = 720,
     max_range: float = 70.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (N, 5) ``x, y, z, intensity, ring`` in the LiDAR frame and the id of the cuboid hit per point."""
+    """Points (N, 5) ``x, y, z, intensity, ring`` in the LiDAR frame and the cuboid id hit per point."""
     az = np.arange(azimuth_steps) * (2 * np.pi / azimuth_steps)
     el = LIDAR_ELEVATIONS
     local = np.stack(
@@ -230,7 +236,7 @@ def render_lidar(
             if r1 > r0:
                 yield k, slice(r0, r1), np.arange(c0, c1) % azimuth_steps
 
-    _, t, ids, _ = _trace(world, solids, origin, dirs, regions())
+    _, t, ids, _ = _trace(world, solids, origin, dirs, regions(), colorize=False)
     valid = np.isfinite(t) & (t < max_range) & (ids != SKY_ID)
     pts = local[valid] * t[valid][:, None]
     ring = np.broadcast_to(np.arange(len(el))[:, None], t.shape)[valid]

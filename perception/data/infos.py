@@ -1,0 +1,486 @@
+"""Per-sample info files for nuScenes-format datasets (real nuScenes and the synthetic world).
+
+Format ``perception.nuscenes_infos`` version 1, a pickle holding::
+
+    {"metadata": {"format": "perception.nuscenes_infos", "format_version": 1, "version": "v1.0-mini",
+                  "split": "val", "classes": DETECTION_CLASSES},
+     "infos": [info, ...]}              # ordered by scene, then time
+
+Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our box convention)::
+
+    token, scene_token, scene_name, frame_index (0 at a scene start), timestamp (us), prev, next
+    ego2global (4,4)        key frame (LIDAR_TOP) ego pose
+    prev2curr (4,4)         previous key frame's ego -> this ego (identity at a scene start)
+    lidar_path, lidar2ego (4,4)
+    cams: {CAM_FRONT, CAM_FRONT_RIGHT, CAM_FRONT_LEFT, CAM_BACK, CAM_BACK_LEFT, CAM_BACK_RIGHT} (that order),
+          each {data_path, sample_data_token, timestamp, image_size (w, h), intrinsics (3,3),
+                cam2ego (4,4) (camera -> key-frame ego, through the camera's own ego pose),
+                sensor2ego (4,4) (calibration), cam_ego2global (4,4), ego2img (4,4), lidar2img (4,4)}
+    gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore),
+    num_lidar_pts, num_radar_pts, valid_flag (lidar + radar points > 0), instance_tokens, ann_tokens
+    occ_path (Occ3D labels.npz, relative to the data root, or None), openlane_path (or None)
+
+Paths are relative to the data root. ``data_path`` etc. use forward slashes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from perception.structures.cameras import CAMERA_NAMES, compose_ego2img
+from perception.structures.classes import DETECTION_CLASSES, NUSCENES_CATEGORY_TO_DETECTION
+from perception.structures.nuscenes_boxes import global_boxes_to_ego
+from perception.structures.transforms import make_transform
+
+INFO_FORMAT = "perception.nuscenes_infos"
+INFO_FORMAT_VERSION = 1
+REQUIRED_KEYS = ("token", "scene_token", "frame_index", "timestamp", "ego2global", "prev2curr", "cams")
+REQUIRED_CAM_KEYS = ("data_path", "intrinsics", "cam2ego", "ego2img")
+
+_NUSC = None  # the devkit object, shared with forked workers
+
+
+class InfoFileError(ValueError):
+    """An info file is missing, truncated, of another format or inconsistent."""
+
+
+# -- building from the devkit tables -------------------------------------------------------------------
+def _pose(record: dict) -> np.ndarray:
+    return make_transform(record["rotation"], record["translation"])
+
+
+def _camera_entry(nusc, sd_token: str, key_ego2global: np.ndarray, lidar2ego: np.ndarray) -> dict:
+    sd = nusc.get("sample_data", sd_token)
+    calib = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    cam_ego2global = _pose(nusc.get("ego_pose", sd["ego_pose_token"]))
+    sensor2ego = _pose(calib)
+    # Cameras fire at their own times: go camera -> its ego -> global -> key-frame ego.
+    cam2ego = np.linalg.inv(key_ego2global) @ cam_ego2global @ sensor2ego
+    intrinsics = np.array(calib["camera_intrinsic"], dtype=np.float64)
+    ego2img = compose_ego2img(intrinsics, cam2ego)
+    return dict(
+        data_path=sd["filename"],
+        sample_data_token=sd_token,
+        timestamp=sd["timestamp"],
+        image_size=(sd["width"], sd["height"]),
+        intrinsics=intrinsics,
+        cam2ego=cam2ego,
+        sensor2ego=sensor2ego,
+        cam_ego2global=cam_ego2global,
+        ego2img=ego2img,
+        lidar2img=ego2img @ lidar2ego,
+    )
+
+
+def _ground_truth(nusc, sample: dict, ego2global: np.ndarray) -> dict:
+    anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
+    velocities = np.array([nusc.box_velocity(a["token"])[:2] for a in anns]).reshape(-1, 2)
+    boxes = global_boxes_to_ego(
+        np.array([a["translation"] for a in anns]).reshape(-1, 3),
+        np.array([a["size"] for a in anns]).reshape(-1, 3),
+        np.array([a["rotation"] for a in anns]).reshape(-1, 4),
+        velocities,
+        ego2global,
+    )
+    names = np.array(
+        [NUSCENES_CATEGORY_TO_DETECTION.get(a["category_name"], "ignore") for a in anns], dtype=object
+    )
+    lidar_pts = np.array([a["num_lidar_pts"] for a in anns], dtype=np.int64)
+    radar_pts = np.array([a["num_radar_pts"] for a in anns], dtype=np.int64)
+    return dict(
+        gt_boxes=boxes,
+        gt_names=names,
+        gt_labels=np.array([DETECTION_CLASSES.index(n) if n != "ignore" else -1 for n in names], np.int64),
+        num_lidar_pts=lidar_pts,
+        num_radar_pts=radar_pts,
+        valid_flag=(lidar_pts + radar_pts) > 0,
+        instance_tokens=np.array([a["instance_token"] for a in anns], dtype=object),
+        ann_tokens=np.array([a["token"] for a in anns], dtype=object),
+    )
+
+
+def scene_infos(nusc, scene: dict, with_gt: bool = True) -> list[dict]:
+    """Infos of every key frame of one scene, in time order."""
+    infos, token, frame, prev_e2g = [], scene["first_sample_token"], 0, None
+    root = Path(nusc.dataroot)
+    while token:
+        sample = nusc.get("sample", token)
+        lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        ego2global = _pose(nusc.get("ego_pose", lidar_sd["ego_pose_token"]))
+        lidar2ego = _pose(nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]))
+        prev2curr = np.eye(4) if prev_e2g is None else np.linalg.inv(ego2global) @ prev_e2g
+        info = dict(
+            token=token,
+            scene_token=scene["token"],
+            scene_name=scene["name"],
+            frame_index=frame,
+            timestamp=sample["timestamp"],
+            prev=sample["prev"],
+            next=sample["next"],
+            ego2global=ego2global,
+            prev2curr=prev2curr,
+            lidar_path=lidar_sd["filename"],
+            lidar2ego=lidar2ego,
+            cams={c: _camera_entry(nusc, sample["data"][c], ego2global, lidar2ego) for c in CAMERA_NAMES},
+        )
+        if with_gt:
+            info.update(_ground_truth(nusc, sample, ego2global))
+        occ = f"gts/{scene['name']}/{token}/labels.npz"
+        info["occ_path"] = occ if (root / occ).exists() else None
+        info["openlane_path"] = _openlane_path(root, scene["token"], sample["timestamp"])
+        infos.append(info)
+        prev_e2g, token, frame = ego2global, sample["next"], frame + 1
+    return infos
+
+
+def _openlane_path(root: Path, scene_token: str, timestamp: int) -> str | None:
+    for split in ("train", "val", "test"):
+        rel = f"openlane_v2/{split}/{scene_token}/info/{timestamp}.json"
+        if (root / rel).exists():
+            return rel
+    return None
+
+
+def _scene_shard(args: tuple[str, str, bool]) -> str:
+    scene_token, shard_path, with_gt = args
+    infos = scene_infos(_NUSC, _NUSC.get("scene", scene_token), with_gt)
+    tmp = shard_path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(infos, f)
+    os.replace(tmp, shard_path)  # a shard exists only when complete, so a rerun can skip it
+    return shard_path
+
+
+def split_scene_names(version: str) -> dict[str, list[str]]:
+    """Scene names per output split for a devkit version (the devkit's official split lists)."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    if version == "v1.0-trainval":
+        return {"train": splits["train"], "val": splits["val"]}
+    if version == "v1.0-mini":
+        return {"train": splits["mini_train"], "val": splits["mini_val"]}
+    if version == "v1.0-test":
+        return {"test": splits["test"]}
+    raise ValueError(f"unknown nuScenes version {version!r} (v1.0-trainval, v1.0-mini or v1.0-test)")
+
+
+def create_nuscenes_infos(
+    root: str, version: str, out_dir: str, workers: int = 4, progress: bool = True, nusc=None
+) -> dict[str, Path]:
+    """Write ``nuscenes_infos_{split}.pkl`` for every split of ``version``; per-scene shards under
+    ``out_dir/shards/<version>/`` make the run resumable (finished scenes are skipped)."""
+    global _NUSC
+    if nusc is None:
+        from nuscenes.nuscenes import NuScenes
+
+        nusc = NuScenes(version=version, dataroot=root, verbose=False)
+    _NUSC = nusc
+    with_gt = version != "v1.0-test"
+    shard_dir = Path(out_dir) / "shards" / version
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {s["name"]: s for s in nusc.scene}
+    todo, shards = [], {}
+    for split, names in split_scene_names(version).items():
+        for name in names:
+            if name in by_name:
+                path = shard_dir / f"{name}.pkl"
+                shards.setdefault(split, []).append(path)
+                if not path.exists():
+                    todo.append((by_name[name]["token"], str(path), with_gt))
+    bar = tqdm(total=len(todo), desc=f"infos {version}", unit="scene", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            for _ in pool.map(_scene_shard, todo):
+                bar.update()
+    else:
+        for job in todo:
+            _scene_shard(job)
+            bar.update()
+    bar.close()
+    written = {}
+    for split, paths in shards.items():
+        infos = []
+        for path in paths:
+            with open(path, "rb") as f:
+                infos += pickle.load(f)
+        written[split] = save_infos(infos, Path(out_dir) / f"nuscenes_infos_{split}.pkl", version, split)
+    return written
+
+
+# -- reading and validating ----------------------------------------------------------------------------
+def save_infos(infos: list[dict], path: str | Path, version: str, split: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(
+        metadata=dict(
+            format=INFO_FORMAT,
+            format_version=INFO_FORMAT_VERSION,
+            version=version,
+            split=split,
+            classes=list(DETECTION_CLASSES),
+        ),
+        infos=infos,
+    )
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return path
+
+
+def load_infos(path: str | Path) -> tuple[dict, list[dict]]:
+    """Load and validate an info file of our format; other formats are converted when recognised
+    (mmdet3d 1.x ``data_list`` files, BEVFormer/mmdet3d 0.x temporal ``infos`` files)."""
+    path = Path(path)
+    if not path.exists():
+        raise InfoFileError(f"info file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError) as err:
+        raise InfoFileError(
+            f"info file {path} is truncated or not a pickle ({type(err).__name__}: {err}); "
+            f"regenerate it with tools/create_data.py"
+        ) from err
+    return validate_infos(convert_foreign_infos(data, source=str(path)), source=str(path))
+
+
+def validate_infos(data, source: str = "<infos>") -> tuple[dict, list[dict]]:
+    if not isinstance(data, dict) or "metadata" not in data or "infos" not in data:
+        raise InfoFileError(
+            f"{source}: expected a dict with 'metadata' and 'infos', got "
+            f"{type(data).__name__} with keys {sorted(data)[:8] if isinstance(data, dict) else '-'}"
+        )
+    meta = data["metadata"]
+    if meta.get("format") != INFO_FORMAT or meta.get("format_version") != INFO_FORMAT_VERSION:
+        raise InfoFileError(
+            f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
+            f"expected {INFO_FORMAT!r} version {INFO_FORMAT_VERSION}; regenerate the file"
+        )
+    for i, info in enumerate(data["infos"]):
+        missing = [k for k in REQUIRED_KEYS if k not in info]
+        token = info.get("token", f"#{i}")
+        if missing:
+            raise InfoFileError(f"{source}: sample {token} lacks keys {missing}")
+        cams = list(info["cams"])
+        if cams != list(CAMERA_NAMES):
+            raise InfoFileError(f"{source}: sample {token} has cameras {cams}, expected {list(CAMERA_NAMES)}")
+        for cam, entry in info["cams"].items():
+            lacking = [k for k in REQUIRED_CAM_KEYS if k not in entry]
+            if lacking:
+                raise InfoFileError(f"{source}: sample {token} camera {cam} lacks keys {lacking}")
+        if "gt_boxes" in info and len(info["gt_boxes"]) != len(info.get("gt_labels", ())):
+            raise InfoFileError(
+                f"{source}: sample {token} has {len(info['gt_boxes'])} boxes but "
+                f"{len(info.get('gt_labels', ()))} labels"
+            )
+    return meta, data["infos"]
+
+
+# -- converters from other codebases' info files -----------------------------------------------------
+def convert_foreign_infos(data, source: str = "<infos>"):
+    """Recognise mmdet3d 1.x (``data_list``) and BEVFormer / mmdet3d 0.x (``infos`` with ``lidar2ego_*``)
+    info dicts and convert them to ours; our own format passes through."""
+    if isinstance(data, dict) and "data_list" in data:
+        return convert_mmdet3d_v1_infos(data)
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("infos"), list)
+        and data["infos"]
+        and "lidar2ego_translation" in data["infos"][0]
+    ):
+        return convert_bevformer_infos(data)
+    return data
+
+
+def _names_to_labels(names: Iterable[str]) -> np.ndarray:
+    return np.array([DETECTION_CLASSES.index(n) if n in DETECTION_CLASSES else -1 for n in names], np.int64)
+
+
+def _lidar_boxes_to_ego(
+    centres: np.ndarray, wlh: np.ndarray, yaw: np.ndarray, vel: np.ndarray, lidar2ego: np.ndarray
+) -> np.ndarray:
+    """LiDAR-frame boxes with native nuScenes yaw -> ego boxes (velocity rotated with them)."""
+    from perception.structures.boxes import transform_boxes
+
+    boxes = np.concatenate([centres, wlh, yaw[:, None], np.nan_to_num(vel)], 1).reshape(-1, 9)
+    return transform_boxes(boxes, lidar2ego)
+
+
+def _info_common(token, scene_token, frame_index, timestamp_us, prev, nxt, ego2global, lidar2ego, lidar_path):
+    return dict(
+        token=token,
+        scene_token=scene_token,
+        scene_name=scene_token,
+        frame_index=frame_index,
+        timestamp=int(timestamp_us),
+        prev=prev,
+        next=nxt,
+        ego2global=ego2global,
+        lidar2ego=lidar2ego,
+        lidar_path=lidar_path,
+        occ_path=None,
+        openlane_path=None,
+    )
+
+
+def _fill_prev2curr(infos: list[dict]) -> None:
+    by_token = {i["token"]: i for i in infos}
+    for info in infos:
+        prev = by_token.get(info["prev"]) if info["frame_index"] > 0 else None
+        info["prev2curr"] = (
+            np.eye(4) if prev is None else np.linalg.inv(info["ego2global"]) @ prev["ego2global"]
+        )
+
+
+def convert_mmdet3d_v1_infos(data: dict) -> dict:
+    """mmdet3d >= 1.0 nuScenes infos -> ours. Their ``bbox_3d`` is ``[x, y, z_centre, l, w, h, yaw]`` in the
+    LiDAR frame (native yaw, (l, w, h) size order), ``velocity`` LiDAR-frame (vx, vy); poses are 4x4 lists;
+    ``cam2img`` the intrinsics. They carry no prev/next, so frames follow the list order per scene."""
+    infos, last_scene, frame = [], None, 0
+    items = data["data_list"]
+    for n, item in enumerate(items):
+        ego2global = np.array(item["ego2global"], dtype=np.float64)
+        lidar = item.get("lidar_points", {})
+        lidar2ego = np.array(lidar.get("lidar2ego", np.eye(4)), dtype=np.float64)
+        scene = item.get("scene_token", "scene")
+        frame = frame + 1 if scene == last_scene else 0
+        last_scene = scene
+        prev = items[n - 1]["token"] if frame > 0 else ""
+        nxt = (
+            items[n + 1]["token"]
+            if n + 1 < len(items) and items[n + 1].get("scene_token", "scene") == scene
+            else ""
+        )
+        info = _info_common(
+            item["token"],
+            scene,
+            frame,
+            item["timestamp"] * 1e6,
+            prev,
+            nxt,
+            ego2global,
+            lidar2ego,
+            lidar.get("lidar_path", ""),
+        )
+        cams = {}
+        for cam in CAMERA_NAMES:
+            img = item["images"][cam]
+            intrinsics = np.array(img["cam2img"], dtype=np.float64)[:3, :3]
+            cam2ego = np.array(img["cam2ego"], dtype=np.float64)
+            ego2img = compose_ego2img(intrinsics, cam2ego)
+            cams[cam] = dict(
+                data_path=img["img_path"],
+                sample_data_token=img.get("sample_data_token", ""),
+                timestamp=int(img.get("timestamp", item["timestamp"]) * 1e6),
+                image_size=(img.get("width", 1600), img.get("height", 900)),
+                intrinsics=intrinsics,
+                cam2ego=cam2ego,
+                sensor2ego=cam2ego,
+                cam_ego2global=ego2global,
+                ego2img=ego2img,
+                lidar2img=ego2img @ lidar2ego,
+            )
+        info["cams"] = cams
+        classes = data.get("metainfo", {}).get("categories", {})
+        index_to_name = {v: k for k, v in classes.items()} if classes else dict(enumerate(DETECTION_CLASSES))
+        inst = item.get("instances", [])
+        b = np.array([i["bbox_3d"] for i in inst], dtype=np.float64).reshape(-1, 7)
+        vel = np.array([i.get("velocity", [0.0, 0.0]) for i in inst], dtype=np.float64).reshape(-1, 2)
+        info["gt_boxes"] = _lidar_boxes_to_ego(b[:, :3], b[:, [4, 3, 5]], b[:, 6], vel, lidar2ego)
+        names = np.array([index_to_name.get(i["bbox_label_3d"], "ignore") for i in inst], dtype=object)
+        info["gt_names"], info["gt_labels"] = names, _names_to_labels(names)
+        info["num_lidar_pts"] = np.array([i.get("num_lidar_pts", 1) for i in inst], np.int64)
+        info["num_radar_pts"] = np.array([i.get("num_radar_pts", 0) for i in inst], np.int64)
+        info["valid_flag"] = np.array([bool(i.get("bbox_3d_isvalid", True)) for i in inst], bool)
+        infos.append(info)
+    _fill_prev2curr(infos)
+    version = data.get("metainfo", {}).get("version", "unknown")
+    return dict(
+        metadata=dict(
+            format=INFO_FORMAT,
+            format_version=INFO_FORMAT_VERSION,
+            version=version,
+            split="converted",
+            classes=list(DETECTION_CLASSES),
+            source="mmdet3d-1.x",
+        ),
+        infos=infos,
+    )
+
+
+def convert_bevformer_infos(data: dict) -> dict:
+    """BEVFormer (mmdet3d 0.17) temporal infos -> ours. Their ``gt_boxes`` are ``[x, y, z_centre, w, l, h,
+    -yaw - pi/2]`` in the LiDAR frame, ``gt_velocity`` LiDAR-frame; poses are quaternions (w, x, y, z);
+    cameras carry ``sensor2ego_*`` (at the camera's time) and ``cam_intrinsic``."""
+    infos = []
+    for item in data["infos"]:
+        ego2global = make_transform(item["ego2global_rotation"], item["ego2global_translation"])
+        lidar2ego = make_transform(item["lidar2ego_rotation"], item["lidar2ego_translation"])
+        info = _info_common(
+            item["token"],
+            item.get("scene_token", "scene"),
+            item.get("frame_idx", 0),
+            item["timestamp"],
+            item.get("prev", ""),
+            item.get("next", ""),
+            ego2global,
+            lidar2ego,
+            item.get("lidar_path", ""),
+        )
+        cams = {}
+        for cam in CAMERA_NAMES:
+            c = item["cams"][cam]
+            cam_e2g = make_transform(c["ego2global_rotation"], c["ego2global_translation"])
+            sensor2ego = make_transform(c["sensor2ego_rotation"], c["sensor2ego_translation"])
+            cam2ego = np.linalg.inv(ego2global) @ cam_e2g @ sensor2ego
+            intrinsics = np.array(c["cam_intrinsic"], dtype=np.float64)
+            ego2img = compose_ego2img(intrinsics, cam2ego)
+            cams[cam] = dict(
+                data_path=c["data_path"],
+                sample_data_token=c.get("sample_data_token", ""),
+                timestamp=c.get("timestamp", item["timestamp"]),
+                image_size=(1600, 900),
+                intrinsics=intrinsics,
+                cam2ego=cam2ego,
+                sensor2ego=sensor2ego,
+                cam_ego2global=cam_e2g,
+                ego2img=ego2img,
+                lidar2img=ego2img @ lidar2ego,
+            )
+        info["cams"] = cams
+        b = np.asarray(item.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
+        vel = np.asarray(item.get("gt_velocity", np.zeros((len(b), 2))), dtype=np.float64).reshape(-1, 2)
+        info["gt_boxes"] = _lidar_boxes_to_ego(b[:, :3], b[:, 3:6], -b[:, 6] - np.pi / 2, vel, lidar2ego)
+        names = np.array([NUSCENES_NAME_MAPPING.get(n, n) for n in item.get("gt_names", [])], dtype=object)
+        info["gt_names"], info["gt_labels"] = names, _names_to_labels(names)
+        info["num_lidar_pts"] = np.asarray(item.get("num_lidar_pts", np.ones(len(b))), np.int64)
+        info["num_radar_pts"] = np.asarray(item.get("num_radar_pts", np.zeros(len(b))), np.int64)
+        info["valid_flag"] = np.asarray(item.get("valid_flag", np.ones(len(b), bool)), bool)
+        infos.append(info)
+    _fill_prev2curr(infos)
+    return dict(
+        metadata=dict(
+            format=INFO_FORMAT,
+            format_version=INFO_FORMAT_VERSION,
+            version=data.get("metadata", {}).get("version", "unknown"),
+            split="converted",
+            classes=list(DETECTION_CLASSES),
+            source="bevformer",
+        ),
+        infos=infos,
+    )
+
+
+# BEVFormer infos already hold the 10 class names; this maps any raw category left in them.
+NUSCENES_NAME_MAPPING = dict(NUSCENES_CATEGORY_TO_DETECTION)

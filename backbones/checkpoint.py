@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HEAD_PREFIXES", "LoadReport", "convert_state_dict", "extract_state_dict", "load_checkpoint_file",
-           "load_pretrained", "map_head_22k_to_1k", "save_checkpoint"]
+__all__ = ["HEAD_PREFIXES", "LoadReport", "convert_state_dict", "export_safetensors", "extract_state_dict",
+           "load_checkpoint_file", "load_pretrained", "map_head_22k_to_1k", "save_checkpoint"]
 
 WRAPPER_KEYS = ("state_dict", "model", "module", "model_ema")
 # Keys of the classification heads (absent from a feature extractor).
@@ -214,3 +214,27 @@ def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=dict(metadata or {}))
     return path
+
+
+def export_safetensors(source: str | Path, destination: str | Path, use_ema: bool = False) -> Path:
+    """Convert any checkpoint this module reads (official .pth, mmengine/mmdet, HF) to a safetensors
+    file with the official key names."""
+    state = convert_state_dict(extract_state_dict(load_checkpoint_file(source), use_ema=use_ema))
+    return save_checkpoint(state, destination, metadata={"source": Path(source).name})
+
+
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Convert an InternImage checkpoint to safetensors with the "
+                                                 "official key names: python -m backbones.checkpoint SRC DST")
+    parser.add_argument("source")
+    parser.add_argument("destination")
+    parser.add_argument("--use-ema", action="store_true", help="take 'model_ema' from a training checkpoint")
+    args = parser.parse_args(argv)
+    path = export_safetensors(args.source, args.destination, use_ema=args.use_ema)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    _main()

@@ -145,3 +145,16 @@ def test_head_dropped_for_new_num_classes(make_tiny, source) -> None:
 def test_missing_file_names_the_path(make_tiny, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pretrained(make_tiny(), tmp_path / "nope.pth")
+
+
+def test_export_mmengine_checkpoint_to_official_safetensors(make_tiny, source, tmp_path) -> None:
+    from backbones.checkpoint import export_safetensors
+
+    wrapped = {"meta": {"epoch": 2}, "state_dict": {f"backbone.{k}": v for k, v in source.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "epoch_2.pth")
+    out = export_safetensors(tmp_path / "epoch_2.pth", tmp_path / "model.safetensors")
+    from safetensors.torch import load_file
+
+    assert sorted(load_file(str(out))) == sorted(source.state_dict())
+    target = make_tiny("b")
+    assert load_pretrained(target, out).ok

@@ -16,7 +16,7 @@ Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our
           each {data_path, sample_data_token, timestamp, image_size (w, h), intrinsics (3,3),
                 cam2ego (4,4) (camera -> key-frame ego, through the camera's own ego pose),
                 sensor2ego (4,4) (calibration), cam_ego2global (4,4), ego2img (4,4), lidar2img (4,4)}
-    gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore),
+    gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore), gt_attributes,
     num_lidar_pts, num_radar_pts, valid_flag (lidar + radar points > 0), instance_tokens, ann_tokens
     occ_path (Occ3D labels.npz, relative to the data root, or None), openlane_path (or None)
 
@@ -94,7 +94,11 @@ def _ground_truth(nusc, sample: dict, ego2global: np.ndarray) -> dict:
     )
     lidar_pts = np.array([a["num_lidar_pts"] for a in anns], dtype=np.int64)
     radar_pts = np.array([a["num_radar_pts"] for a in anns], dtype=np.int64)
+    attribute_names = [
+        nusc.get("attribute", a["attribute_tokens"][0])["name"] if a["attribute_tokens"] else "" for a in anns
+    ]
     return dict(
+        gt_attributes=np.array(attribute_names, dtype=object),
         gt_boxes=boxes,
         gt_names=names,
         gt_labels=np.array([DETECTION_CLASSES.index(n) if n != "ignore" else -1 for n in names], np.int64),

@@ -174,8 +174,13 @@ def build_scene(rng: np.random.Generator, scene_index: int, duration: float) -> 
         if lane == 1:  # the ego's own spot at mid-scene (it moves with this lane's speed)
             ego_mid = ego_speed * duration / 2
             occupied.append((ego_mid - 8.0, ego_mid + 8.0))
-        for _ in range(int(rng.integers(3, 6))):
-            cls = str(rng.choice(vehicle_mix))
+        for n in range(int(rng.integers(3, 6))):
+            # Each lane's first vehicle is one of the large classes, so every scene has all of them.
+            cls = (
+                ("truck", "bus", "trailer", "construction_vehicle")[lane]
+                if n == 0
+                else str(rng.choice(vehicle_mix))
+            )
             length = CLASS_SIZES[cls][1]
             # Where the lane's traffic is at mid-scene determines what stays visible.
             a = _place_along(rng, occupied, length, span[0] - 20, span[1] + 20, gap=4.0)
@@ -193,7 +198,9 @@ def build_scene(rng: np.random.Generator, scene_index: int, duration: float) -> 
             speed = float(rng.uniform(2.5, 6.0)) if moving else 0.0
             # Moving ones use the cycle lane at the sidewalk's edge, parked ones stand beyond the sidewalk.
             b = side * (SIDEWALK_OUTER + 0.5) if not moving else side * (ROAD_HALF_WIDTH + 0.6)
-            a = float(rng.uniform(*span)) + side * speed * duration / 2
+            # Near the ego's mid-scene position, so they are in range (40 m for two-wheelers) of the ego.
+            a = float(rng.uniform(ego_speed * duration / 2 - 25, ego_speed * duration / 2 + 30))
+            a += side * speed * duration / 2
             add(cls, a, b, -side, speed, "cycle.with_rider" if moving else "cycle.without_rider")
     # Pedestrians on both sidewalks.
     for _ in range(int(rng.integers(5, 9))):

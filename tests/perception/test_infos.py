@@ -1,0 +1,217 @@
+"""Info files: geometry against the devkit, resumability, clear errors, foreign-format converters."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from nuscenes.utils.geometry_utils import view_points
+from pyquaternion import Quaternion
+
+from perception.data.infos import (
+    INFO_FORMAT_VERSION,
+    InfoFileError,
+    convert_bevformer_infos,
+    convert_mmdet3d_v1_infos,
+    create_nuscenes_infos,
+    load_infos,
+    save_infos,
+)
+from perception.structures import CAMERA_NAMES, project_points
+
+
+def test_infos_cover_the_splits_in_time_order(synthetic_world, nusc):
+    meta, infos = load_infos(synthetic_world.val_infos)
+    assert meta["format_version"] == INFO_FORMAT_VERSION and meta["version"] == "v1.0-mini"
+    assert [i["frame_index"] for i in infos] == list(range(6))
+    assert [i["timestamp"] for i in infos] == sorted(i["timestamp"] for i in infos)
+    assert infos[0]["prev"] == "" and infos[1]["prev"] == infos[0]["token"]
+    np.testing.assert_allclose(infos[0]["prev2curr"], np.eye(4))
+    assert list(infos[0]["cams"]) == list(CAMERA_NAMES)
+
+
+def test_ego2img_matches_devkit_projection(synthetic_world, nusc):
+    _, infos = load_infos(synthetic_world.train_infos)
+    info = infos[2]
+    for cam in CAMERA_NAMES:
+        _, boxes, intrinsic = nusc.get_sample_data(info["cams"][cam]["sample_data_token"])
+        by_token = {b.token: b for b in boxes}
+        for box_ego, token in zip(info["gt_boxes"], info["ann_tokens"]):
+            if token not in by_token or by_token[token].center[2] < 1:
+                continue
+            truth = view_points(by_token[token].center[:, None], intrinsic, normalize=True)[:2, 0]
+            uv, depth = project_points(info["cams"][cam]["ego2img"], box_ego[None, :3])
+            np.testing.assert_allclose(uv[0], truth, atol=1e-6)
+            assert depth[0] == pytest.approx(by_token[token].center[2])
+
+
+def test_prev2curr_carries_static_objects(synthetic_world, nusc):
+    _, infos = load_infos(synthetic_world.val_infos)
+    prev, curr = infos[2], infos[3]
+    static = {
+        t: b
+        for t, b, n in zip(prev["instance_tokens"], prev["gt_boxes"], prev["gt_names"])
+        if np.hypot(*b[7:9]) < 1e-6
+    }
+    checked = 0
+    for token, box in zip(curr["instance_tokens"], curr["gt_boxes"]):
+        if token in static:
+            moved = curr["prev2curr"]  # previous ego -> current ego
+            p = moved[:3, :3] @ static[token][:3] + moved[:3, 3]
+            np.testing.assert_allclose(p, box[:3], atol=1e-6)
+            checked += 1
+    assert checked >= 3
+
+
+def test_infos_are_resumable(synthetic_world, tmp_path, nusc):
+    out = tmp_path / "infos"
+    create_nuscenes_infos(
+        str(synthetic_world.root), "v1.0-mini", str(out), workers=1, progress=False, nusc=nusc
+    )
+    shards = sorted((out / "shards" / "v1.0-mini").iterdir())
+    assert len(shards) == 2
+    os.utime(shards[0], (0, 0))  # mark the first shard as old; it must not be rewritten
+    shards[1].unlink()
+    create_nuscenes_infos(
+        str(synthetic_world.root), "v1.0-mini", str(out), workers=1, progress=False, nusc=nusc
+    )
+    assert shards[0].stat().st_mtime == 0 and shards[1].exists()
+    a, b = load_infos(out / "nuscenes_infos_val.pkl")[1], load_infos(synthetic_world.val_infos)[1]
+    assert [i["token"] for i in a] == [i["token"] for i in b]
+
+
+def test_truncated_missing_and_foreign_files_are_rejected(synthetic_world, tmp_path):
+    data = synthetic_world.val_infos.read_bytes()
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InfoFileError, match="truncated.pkl is truncated"):
+        load_infos(truncated)
+    with pytest.raises(InfoFileError, match="does not exist"):
+        load_infos(tmp_path / "nope.pkl")
+    _, infos = load_infos(synthetic_world.val_infos)
+    old = tmp_path / "old.pkl"
+    old.write_bytes(
+        pickle.dumps(dict(metadata=dict(format="perception.nuscenes_infos", format_version=0), infos=[]))
+    )
+    with pytest.raises(InfoFileError, match="version 0"):
+        load_infos(old)
+    broken = [dict(i) for i in infos]
+    broken[1] = dict(broken[1], cams={k: broken[1]["cams"][k] for k in reversed(CAMERA_NAMES)})
+    save_infos(broken, tmp_path / "order.pkl", "v1.0-mini", "val")
+    with pytest.raises(InfoFileError, match=f"sample {infos[1]['token']} has cameras"):
+        load_infos(tmp_path / "order.pkl")
+    broken = [dict(i) for i in infos]
+    broken[2] = dict(broken[2], gt_labels=broken[2]["gt_labels"][:-1])
+    save_infos(broken, tmp_path / "labels.pkl", "v1.0-mini", "val")
+    with pytest.raises(InfoFileError, match="labels"):
+        load_infos(tmp_path / "labels.pkl")
+
+
+# -- converters: hand-built dicts in the other formats, with hand-computed ego-frame truth -----------------
+LIDAR2EGO_T = [0.94, 0.0, 1.84]
+LIDAR2EGO_Q = Quaternion(axis=[0, 0, 1], angle=-np.pi / 2)  # LiDAR x right, y forward
+# A car 10 m ahead of the ego (ego x = 10 + 0.94 from the LiDAR origin), 2 m left, heading +30 deg
+# from ego +x, driving 5 m/s forward along ego +x. In the LiDAR frame (x = -y_ego, y = x_ego):
+EGO_TRUTH = np.array([10.94, 2.0, 1.84 - 0.8, 1.9, 4.5, 1.6, np.deg2rad(30), 5.0, 0.0])
+LIDAR_CENTRE = [-2.0, 10.0, -0.8]
+LIDAR_YAW = np.deg2rad(30) + np.pi / 2  # native yaw in the LiDAR frame
+LIDAR_VEL = [0.0, 5.0]
+
+
+def _camera_block(intrinsic_key: str):
+    cams = {}
+    for name in CAMERA_NAMES:
+        cams[name] = {intrinsic_key: np.diag([500.0, 500.0, 1.0]).tolist()}
+    return cams
+
+
+def test_convert_mmdet3d_v1_infos():
+    lidar2ego = np.eye(4)
+    lidar2ego[:3, :3] = LIDAR2EGO_Q.rotation_matrix
+    lidar2ego[:3, 3] = LIDAR2EGO_T
+    images = {}
+    for name in CAMERA_NAMES:
+        images[name] = dict(
+            img_path=f"samples/{name}/x.jpg",
+            cam2img=np.diag([500.0, 500.0, 1.0]).tolist(),
+            cam2ego=np.eye(4).tolist(),
+            sample_data_token=name,
+            timestamp=1.5,
+        )
+    item = dict(
+        token="s0",
+        timestamp=1.5,
+        ego2global=np.eye(4).tolist(),
+        images=images,
+        lidar_points=dict(lidar_path="x.bin", lidar2ego=lidar2ego.tolist(), num_pts_feats=5),
+        instances=[
+            dict(
+                bbox_3d=[*LIDAR_CENTRE, 4.5, 1.9, 1.6, LIDAR_YAW],
+                bbox_label_3d=0,
+                velocity=LIDAR_VEL,
+                num_lidar_pts=3,
+                num_radar_pts=0,
+                bbox_3d_isvalid=True,
+            )
+        ],
+    )
+    data = dict(
+        metainfo=dict(categories={c: i for i, c in enumerate(["car", "truck"])}, version="v1.0-mini"),
+        data_list=[item, dict(item, token="s1")],
+    )
+    _, infos = load_infos_from(convert_mmdet3d_v1_infos(data))
+    np.testing.assert_allclose(infos[0]["gt_boxes"][0], EGO_TRUTH, atol=1e-9)
+    assert infos[0]["gt_names"][0] == "car" and infos[1]["prev"] == "s0" and infos[1]["frame_index"] == 1
+
+
+def test_convert_bevformer_infos():
+    cams = {}
+    for name in CAMERA_NAMES:
+        cams[name] = dict(
+            data_path=f"./data/nuscenes/samples/{name}/x.jpg",
+            cam_intrinsic=np.diag([500.0, 500, 1]),
+            sensor2ego_translation=[1.0, 0, 1.5],
+            sensor2ego_rotation=[0.5, -0.5, 0.5, -0.5],
+            ego2global_translation=[0, 0, 0],
+            ego2global_rotation=[1, 0, 0, 0],
+            sample_data_token=name,
+            timestamp=0,
+        )
+    item = dict(
+        token="s0",
+        prev="",
+        next="",
+        scene_token="sc",
+        frame_idx=0,
+        timestamp=0,
+        lidar_path="x.bin",
+        lidar2ego_translation=LIDAR2EGO_T,
+        lidar2ego_rotation=list(LIDAR2EGO_Q.elements),
+        ego2global_translation=[0, 0, 0],
+        ego2global_rotation=[1, 0, 0, 0],
+        cams=cams,
+        gt_boxes=np.array([[*LIDAR_CENTRE, 1.9, 4.5, 1.6, -LIDAR_YAW - np.pi / 2]]),
+        gt_names=np.array(["car"]),
+        gt_velocity=np.array([LIDAR_VEL]),
+        num_lidar_pts=np.array([4]),
+        num_radar_pts=np.array([0]),
+        valid_flag=np.array([True]),
+    )
+    _, infos = load_infos_from(
+        convert_bevformer_infos(dict(infos=[item], metadata=dict(version="v1.0-trainval")))
+    )
+    box = infos[0]["gt_boxes"][0]
+    np.testing.assert_allclose(box[:6], EGO_TRUTH[:6], atol=1e-9)
+    assert np.angle(np.exp(1j * (box[6] - EGO_TRUTH[6]))) == pytest.approx(0, abs=1e-9)
+    np.testing.assert_allclose(box[7:], EGO_TRUTH[7:], atol=1e-9)
+    # The camera (OpenCV axes, looking along ego +x) sees a point 10 m ahead at the image centre.
+    uv, _ = project_points(infos[0]["cams"]["CAM_FRONT"]["ego2img"], np.array([[11.0, 0.0, 1.5]]))
+    np.testing.assert_allclose(uv[0], [0.0, 0.0], atol=1e-9)
+
+
+def load_infos_from(data):
+    from perception.data.infos import validate_infos
+
+    return validate_infos(data)

@@ -121,3 +121,27 @@ def test_dcn_at_init_averages_the_3x3_window() -> None:
         x = torch.randn(1, 4, 4, 16)
         expected = torch.nn.functional.avg_pool2d(x.permute(0, 3, 1, 2), 3, 1, 1, count_include_pad=True)
         torch.testing.assert_close(dcn(x), expected.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_level2_post_norm_follows_the_listed_blocks(seeded) -> None:
+    from backbones.internimage import InternImageBlock
+
+    level = InternImageBlock(channels=32, depth=3, groups=2, downsample=False, post_norm_block_ids=[1]).eval()
+    with torch.no_grad():
+        for p in level.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    seen = {}
+    level.blocks[1].register_forward_hook(lambda m, i, o: seen.__setitem__("block1_out", o))
+    level.blocks[2].register_forward_pre_hook(lambda m, i: seen.__setitem__("block2_in", i[0]))
+    x = torch.randn(1, 4, 4, 32)
+    with torch.no_grad():
+        out = level(x)
+        torch.testing.assert_close(seen["block2_in"], level.post_norms[0](seen["block1_out"]))
+        # stage norm at the end (pre-norm stage: not post_norm)
+        torch.testing.assert_close(out, level.norm(level.blocks[2](seen["block2_in"])))
+
+
+def test_uniform_drop_path() -> None:
+    with torch.device("meta"):
+        model = backbones.create_backbone("internimage_t", drop_path_rate=0.3, drop_path_type="uniform")
+    assert {b.drop_path.drop_prob for lvl in model.levels for b in lvl.blocks} == {0.3}

@@ -236,6 +236,8 @@ class InternImage(nn.Module):
         with_cp: gradient checkpointing per block.
         pretrained: a checkpoint to load (any form :func:`backbones.checkpoint.load_pretrained` reads).
         dcn_backend: the ``ops`` backend for DCNv3 (None = automatic).
+        init_cfg, core_op: accepted as in the official mmdet/mmseg configs
+            (``init_cfg=dict(type='Pretrained', checkpoint=...)``, ``core_op='DCNv3'``).
     """
 
     def __init__(self, variant: str | None = None, *, channels: Any = FROM_VARIANT, depths: Any = FROM_VARIANT,
@@ -248,8 +250,10 @@ class InternImage(nn.Module):
                  drop_path_type: str = "linear", act_layer: str = "GELU", norm_layer: str = "LN",
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, with_cp: bool = False,
                  pretrained: str | None = None, dcn_backend: str | None = None,
-                 init_cfg: dict | None = None, **arch_extra: Any) -> None:
+                 init_cfg: dict | None = None, core_op: str = "DCNv3", **arch_extra: Any) -> None:
         super().__init__()
+        if core_op != "DCNv3":
+            raise ValueError(f"core_op must be 'DCNv3' (the only operator implemented), got {core_op!r}")
         arch = resolve_arch(variant, channels=channels, depths=depths, groups=groups, layer_scale=layer_scale,
                             offset_scale=offset_scale, post_norm=post_norm, res_post_norm=res_post_norm,
                             dw_kernel_size=dw_kernel_size, level2_post_norm=level2_post_norm,

@@ -145,3 +145,16 @@ def test_uniform_drop_path() -> None:
     with torch.device("meta"):
         model = backbones.create_backbone("internimage_t", drop_path_rate=0.3, drop_path_type="uniform")
     assert {b.drop_path.drop_prob for lvl in model.levels for b in lvl.blocks} == {0.3}
+
+
+def test_official_mmdet_style_arguments(tmp_path, tiny_arch) -> None:
+    source = backbones.create_backbone("internimage_t", **tiny_arch)
+    path = backbones.save_checkpoint(source, tmp_path / "t.safetensors")
+    model = backbones.InternImage(core_op="DCNv3", mlp_ratio=4.0, drop_path_rate=0.2, norm_layer="LN",
+                                  layer_scale=1.0, offset_scale=1.0, post_norm=False, with_cp=False,
+                                  out_indices=(1, 2, 3), init_cfg=dict(type="Pretrained", checkpoint=str(path)),
+                                  **tiny_arch)
+    assert torch.equal(model.levels[1].blocks[0].mlp.fc1.weight, source.levels[1].blocks[0].mlp.fc1.weight)
+    assert torch.equal(model.levels[1].blocks[0].gamma1, torch.ones(64))  # missing gammas -> 1.0
+    with pytest.raises(ValueError, match="core_op"):
+        backbones.InternImage("t", core_op="DCNv4")

@@ -150,6 +150,7 @@ class CenterCrop:
 # probability 0.5, magnitude M (out of 10) jittered by N(0, S) per op, "increasing" op variants
 # (a larger magnitude always means a stronger change).
 _FILL = (124, 116, 104)  # ImageNet mean in 0..255, the fill of geometric ops
+_RESAMPLE = Image.BICUBIC  # timm passes the training interpolation (bicubic for InternImage) to the ops
 
 
 def _signed(value: float) -> float:
@@ -157,11 +158,11 @@ def _signed(value: float) -> float:
 
 
 def _affine(img: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
-    return img.transform(img.size, Image.AFFINE, matrix, resample=Image.BILINEAR, fillcolor=_FILL)
+    return img.transform(img.size, Image.AFFINE, matrix, resample=_RESAMPLE, fillcolor=_FILL)
 
 
 def _rotate(img, m):
-    return img.rotate(_signed(m * 30.0), resample=Image.BILINEAR, fillcolor=_FILL)
+    return img.rotate(_signed(m * 30.0), resample=_RESAMPLE, fillcolor=_FILL)
 
 
 def _shear_x(img, m):
@@ -198,6 +199,7 @@ RAND_AUGMENT_OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
     "Equalize": lambda img, m: ImageOps.equalize(img),
     "Invert": lambda img, m: ImageOps.invert(img),
     "Rotate": _rotate,
+    # 4 - int(4m) bits; current Pillow rejects 0 bits (reached only at the magnitude cap), so keep >= 1
     "PosterizeIncreasing": lambda img, m: ImageOps.posterize(img, max(1, 4 - int(m * 4))),
     "SolarizeIncreasing": lambda img, m: ImageOps.solarize(img, 256 - int(m * 256)),
     "SolarizeAdd": _solarize_add,

@@ -31,3 +31,17 @@ def test_dcn_term_is_5_hw_9_c() -> None:
     layer = DCNv3(channels=16, group=1)
     macs = count_macs(layer, (1, 6, 7, 16), device="cpu")
     assert macs.by_type["DCNv3 core"] == 5 * 6 * 7 * 9 * 16
+
+
+@pytest.mark.slow
+def test_model_info_tool_prints_published_numbers() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, str(repo / "tools" / "model_info.py"), "internimage_t"],
+                            capture_output=True, text=True, timeout=300, cwd=repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("internimage_t"))
+    assert line.split()[1:4] == ["29,918,424", "224", "4.89"]

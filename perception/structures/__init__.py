@@ -22,6 +22,8 @@ and nowhere else. Camera order: FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT,
 from .bev_grid import BEVGrid
 from .boxes import (
     BOX_DIM,
+    affine_transform_boxes,
+    bev_aug_matrix,
     box_bev_corners,
     box_corners,
     boxes_bev_iou,
@@ -53,6 +55,8 @@ from .transforms import (
 
 __all__ = [
     "BEVGrid",
+    "affine_transform_boxes",
+    "bev_aug_matrix",
     "BOX_DIM",
     "box_bev_corners",
     "box_corners",

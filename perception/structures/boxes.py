@@ -154,3 +154,30 @@ def boxes_bev_iou(boxes_a: Array, boxes_b: Array) -> Array:
     pb = np.ascontiguousarray(box_bev_corners(b))
     iou = _bev_iou_matrix(pa, pb, a[:, 3] * a[:, 4], b[:, 3] * b[:, 4])
     return torch.as_tensor(iou, dtype=boxes_a.dtype, device=boxes_a.device) if is_torch else iou
+
+
+def bev_aug_matrix(
+    rotation: float = 0.0, scale: float = 1.0, flip_x: bool = False, flip_y: bool = False
+) -> np.ndarray:
+    """4x4 ego -> augmented ego: rotate about z, scale (x, y, z), then mirror x and/or y."""
+    c, s = np.cos(rotation), np.sin(rotation)
+    mat = np.eye(4)
+    mat[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) * scale
+    mirror = np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, 1.0, 1.0])
+    return mirror @ mat
+
+
+def affine_transform_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Carry (N, 7 or 9) boxes through a BEV similarity transform (rotation about z, uniform scale,
+    mirrors), e.g. :func:`bev_aug_matrix`. Sizes scale, heading and velocity map like vectors."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    lin = matrix[:3, :3]
+    scale = float(np.cbrt(abs(np.linalg.det(lin))))
+    out = boxes.copy()
+    out[:, :3] = boxes[:, :3] @ lin.T + matrix[:3, 3]
+    out[:, 3:6] = boxes[:, 3:6] * scale
+    heading = np.stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6])], 1) @ lin[:2, :2].T
+    out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
+    if boxes.shape[1] >= 9:
+        out[:, 7:9] = boxes[:, 7:9] @ lin[:2, :2].T
+    return out

@@ -32,22 +32,26 @@ def compose_ego2img(
 
 
 def image_aug_matrix(
-    scale: float = 1.0,
+    scale: float | tuple[float, float] = 1.0,
     crop: tuple[float, float] = (0.0, 0.0),
     flip: bool = False,
     out_width: float | None = None,
 ) -> np.ndarray:
-    """4x4 acting on homogeneous pixels: resize by ``scale``, then crop at (x0, y0), then (optionally)
-    flip horizontally inside an image ``out_width`` wide. Pixel u maps to ``out_width - u`` (so the
-    continuous image [0, W] maps onto itself; pixel centres at i + 0.5 map to W - 1 - i + 0.5)."""
-    mat = np.diag([scale, scale, 1.0, 1.0])
-    mat[0, 3] -= crop[0]
-    mat[1, 3] -= crop[1]
+    """4x4 acting on projected points ``(u*d, v*d, d, 1)``: resize by ``scale`` (or (sx, sy)), crop at
+    (x0, y0), then (optionally) flip horizontally inside an image ``out_width`` wide.
+
+    Pixel offsets scale with the depth d, so they sit in column 2. Continuous pixel coordinates are used
+    (pixel i spans [i, i+1)): resizing maps u to s*u, the flip maps u to ``out_width - u``.
+    """
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale
+    mat = np.diag([sx, sy, 1.0, 1.0])
+    mat[0, 2] -= crop[0]
+    mat[1, 2] -= crop[1]
     if flip:
         if out_width is None:
             raise ValueError("image_aug_matrix(flip=True) needs out_width")
         f = np.eye(4)
-        f[0, 0], f[0, 3] = -1.0, out_width
+        f[0, 0], f[0, 2] = -1.0, out_width
         mat = f @ mat
     return mat
 

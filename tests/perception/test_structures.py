@@ -143,9 +143,10 @@ def test_points_in_boxes_hand_made():
 
 def test_image_aug_matrix_resize_crop_flip():
     m = image_aug_matrix(scale=0.5, crop=(10, 4), flip=True, out_width=100)
-    px = np.array([40.0, 30.0, 1.0, 1.0])  # homogeneous pixel (u*d, v*d, d, 1) with depth 1
-    u = 40 * 0.5 - 10
-    np.testing.assert_allclose(m @ px, [100 - u, 30 * 0.5 - 4, 1, 1])
+    depth = 2.0
+    projected = np.array([40.0 * depth, 30.0 * depth, depth, 1.0])  # pixel (40, 30) at depth 2
+    u, v = 40 * 0.5 - 10, 30 * 0.5 - 4
+    np.testing.assert_allclose(m @ projected, [(100 - u) * depth, v * depth, depth, 1])
 
 
 def test_project_points_numpy_and_torch():

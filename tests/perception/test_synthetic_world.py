@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 from nuscenes.utils.data_classes import LidarPointCloud
-from nuscenes.utils.geometry_utils import BoxVisibility, points_in_box, view_points
+from nuscenes.utils.geometry_utils import points_in_box
 from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
 from perception.structures.classes import DETECTION_CLASSES, NUSCENES_CATEGORY_TO_DETECTION, OCC3D_CLASSES
+
+from .helpers import colour_matches, unoccluded_boxes
 
 
 def test_devkit_loads_world_with_mini_splits(nusc, synthetic_world):
@@ -78,36 +80,6 @@ def test_generation_is_deterministic(tmp_path):
     ).read_bytes()
 
 
-def _chroma(rgb) -> np.ndarray:
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return rgb / max(rgb.sum(), 1e-6)
-
-
-def _unoccluded_box(nusc, sd_token):
-    """The nearest fully visible annotated box whose centre pixel no nearer annotated box covers, judged
-    with the devkit's projection and shapely hulls of projected corners (independent of the renderer)."""
-    from shapely.geometry import MultiPoint, Point
-
-    path, boxes, intrinsic = nusc.get_sample_data(sd_token, box_vis_level=BoxVisibility.ANY)
-    in_front = [b for b in boxes if (b.corners()[2] > 0.5).all()]
-    full = {b.token for b in nusc.get_sample_data(sd_token, box_vis_level=BoxVisibility.ALL)[1]}
-    for box in sorted(in_front, key=lambda b: b.center[2]):
-        if box.token not in full or box.center[2] < 2.0:
-            continue
-        u, v = view_points(box.center[:, None], intrinsic, normalize=True)[:2, 0]
-        near = box.corners()[2].min()
-        covered = any(
-            MultiPoint(view_points(o.corners(), intrinsic, normalize=True)[:2].T).convex_hull.contains(
-                Point(u, v)
-            )
-            for o in in_front
-            if o.token != box.token and o.corners()[2].min() < near
-        )
-        if not covered:
-            return path, box, (u, v)
-    return path, None, None
-
-
 def test_projected_boxes_land_on_rendered_objects(nusc, synthetic_world):
     """For an unoccluded annotated box of each camera, the devkit's projection of its centre lands on a
     pixel of the object's class colour."""
@@ -116,13 +88,14 @@ def test_projected_boxes_land_on_rendered_objects(nusc, synthetic_world):
     checked, agree = 0, 0
     for sample in nusc.sample[::3]:
         for channel in ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT"):
-            path, box, uv = _unoccluded_box(nusc, sample["data"][channel])
-            if box is None:
+            path, found = unoccluded_boxes(nusc, sample["data"][channel])
+            if not found:
                 continue
+            box, uv = found[0]
             colour = np.asarray(Image.open(path))[int(uv[1]), int(uv[0])]
             cls = NUSCENES_CATEGORY_TO_DETECTION[box.name]
             checked += 1
-            agree += np.abs(_chroma(colour) - _chroma(CLASS_COLORS[cls])).max() < 0.08
+            agree += colour_matches(colour, CLASS_COLORS[cls])
     assert checked >= 8
     assert agree >= 0.9 * checked, (agree, checked)
 

@@ -1,0 +1,128 @@
+"""Draw samples and scenes: six cameras with projected 3D boxes (GT green, predictions magenta) and a BEV
+panel with headings and velocity arrows.
+
+  python tools/visualize.py --infos data/synthetic/nuscenes_infos_val.pkl --data-root data/synthetic \
+      --index 0 --out work_dirs/vis/sample.png [--predictions results_nusc.json|preds.pkl] [--score-thr 0.3]
+  python tools/visualize.py --infos ... --data-root ... --scene scene-0103 --out work_dirs/vis/scene.gif
+  python tools/visualize.py ... --index 0 --open3d work_dirs/vis/points.png     (needs open3d)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from perception.data.infos import load_infos  # noqa: E402
+from perception.structures import CAMERA_NAMES, DETECTION_CLASSES, global_boxes_to_ego  # noqa: E402
+from perception.visualization import render_sample, save_scene_animation  # noqa: E402
+
+
+def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
+    """Per sample token: boxes (ego frame), labels, scores. Reads a nuScenes results JSON (global frame)
+    or a pickle of per-sample prediction dicts (ego frame)."""
+    if path is None:
+        return {}
+    if path.endswith(".json"):
+        results = json.loads(Path(path).read_text())["results"]
+        by_token = {i["token"]: i for i in infos}
+        out = {}
+        for token, recs in results.items():
+            if token not in by_token or not recs:
+                continue
+            boxes = global_boxes_to_ego(
+                np.array([r["translation"] for r in recs]),
+                np.array([r["size"] for r in recs]),
+                np.array([r["rotation"] for r in recs]),
+                np.array([r["velocity"] for r in recs]),
+                np.asarray(by_token[token]["ego2global"]),
+            )
+            out[token] = dict(
+                boxes=boxes,
+                labels=np.array([DETECTION_CLASSES.index(r["detection_name"]) for r in recs]),
+                scores=np.array([r["detection_score"] for r in recs]),
+            )
+        return out
+    with open(path, "rb") as f:
+        preds = pickle.load(f)
+    return {p["sample_token"]: {k: np.asarray(p[k]) for k in ("boxes", "labels", "scores")} for p in preds}
+
+
+def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, with_gt: bool = True):
+    images = [Image.open(data_root / info["cams"][c]["data_path"]) for c in CAMERA_NAMES]
+    ego2img = np.stack([info["cams"][c]["ego2img"] for c in CAMERA_NAMES])
+    gt_boxes = gt_labels = None
+    if with_gt and "gt_boxes" in info:
+        keep = np.asarray(info["valid_flag"], bool) & (np.asarray(info["gt_labels"]) >= 0)
+        gt_boxes, gt_labels = np.asarray(info["gt_boxes"])[keep], np.asarray(info["gt_labels"])[keep]
+    pred = predictions.get(info["token"], {})
+    return render_sample(
+        images,
+        ego2img,
+        gt_boxes,
+        gt_labels,
+        pred.get("boxes"),
+        pred.get("labels"),
+        pred.get("scores"),
+        score_threshold=score_thr,
+        title=f"{info.get('scene_name', '')}  frame {info['frame_index']}  sample {info['token']}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--infos", required=True)
+    parser.add_argument("--data-root", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int, help="sample index in the info file")
+    which.add_argument("--sample-token")
+    which.add_argument("--scene", help="scene name or token: writes an animation (.gif)")
+    parser.add_argument("--predictions", help="nuScenes results JSON or pickle of per-sample predictions")
+    parser.add_argument("--score-thr", type=float, default=0.3)
+    parser.add_argument("--no-gt", action="store_true")
+    parser.add_argument("--out", required=True, help=".png for a sample, .gif for a scene")
+    parser.add_argument("--open3d", help="also write an open3d offscreen render of the LiDAR points here")
+    args = parser.parse_args(argv)
+    _, infos = load_infos(args.infos)
+    root = Path(args.data_root)
+    predictions = load_predictions(args.predictions, infos)
+    if args.scene:
+        frames = [i for i in infos if args.scene in (i.get("scene_name"), i["scene_token"])]
+        if not frames:
+            parser.error(f"--scene {args.scene} is not in {args.infos}")
+        pictures = [
+            picture(i, root, predictions, args.score_thr, not args.no_gt).image
+            for i in tqdm(frames, desc="frames")
+        ]
+        print(f"wrote {save_scene_animation(pictures, args.out)}")
+        return 0
+    if args.sample_token:
+        matches = [i for i in infos if i["token"] == args.sample_token]
+        if not matches:
+            parser.error(f"--sample-token {args.sample_token} is not in {args.infos}")
+        info = matches[0]
+    else:
+        info = infos[args.index]
+    print(f"wrote {picture(info, root, predictions, args.score_thr, not args.no_gt).save(args.out)}")
+    if args.open3d:
+        from perception.structures import transform_points
+        from perception.visualization.sample import render_open3d
+
+        points = np.fromfile(root / info["lidar_path"], dtype=np.float32).reshape(-1, 5)[:, :3]
+        points = transform_points(np.asarray(info["lidar2ego"]), points.astype(np.float64))
+        print(f"wrote {render_open3d(points, info['gt_boxes'], args.open3d)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -92,8 +92,8 @@ def check_ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_inde
                  "batch and heads as in value, (x, y) last")
     _check_shape(op, "attention_weights", attention_weights, (n, queries, heads, levels, points),
                  "matching sampling_locations")
-    if torch.compiler.is_compiling():
-        return  # the level table is data; reading it would break the graph
+    if torch.compiler.is_compiling() or value.device.type == "meta":
+        return  # the level table is data: unreadable on meta, and reading it would break a compiled graph
     shapes = spatial_shapes.tolist()
     starts = level_start_index.tolist()
     for lvl, ((h, w), start) in enumerate(zip(shapes, starts)):

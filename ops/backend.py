@@ -30,10 +30,13 @@ def _requested(backend: str | None) -> tuple[str | None, str]:
 
 
 def select_backend(backend: str | None, device: torch.device) -> str:
-    """Resolve ``backend`` for tensors on ``device`` to one of ``BACKENDS``."""
+    """Resolve ``backend`` for tensors on ``device`` to one of ``BACKENDS``, or ``"meta"`` for meta
+    tensors (shape inference, e.g. building and tracing huge models without memory)."""
     requested, source = _requested(backend)
     if requested is not None and requested not in BACKENDS:
         raise ValueError(f"{source} must be one of {BACKENDS} (or None for automatic), got {requested!r}")
+    if device.type == "meta":
+        return "meta"  # shapes only: the custom ops' fake kernels answer without computing
     if requested == "reference":
         return "reference"
     kind = requested or device.type

@@ -97,3 +97,19 @@ def test_half_inputs_on_cpu_kernel_compute_in_float32(cpu_kernels):
     expected = ops.dcnv3(input.bfloat16().float(), offset.bfloat16().float(), mask.bfloat16().float(), *args,
                          backend="reference")
     torch.testing.assert_close(out.float(), expected, rtol=0.02, atol=0.02)
+
+
+def test_meta_tensors_use_the_fake_kernels(monkeypatch):
+    # Shape inference on the meta device must not run the reference (slow) or need a kernel build.
+    monkeypatch.setattr(ops.deform_conv, "dcnv3_reference", None)
+    monkeypatch.setattr(ops.deform_attn, "ms_deform_attn_reference", None)
+    x = torch.empty(2, 8, 8, 64, device="meta")
+    out = ops.dcnv3(x, torch.empty(2, 8, 8, 72, device="meta"), torch.empty(2, 8, 8, 36, device="meta"),
+                    3, 3, 1, 1, 1, 1, 1, 1, 4, 16, 1.0, False)
+    assert out.shape == (2, 8, 8, 64) and out.device.type == "meta"
+    value = torch.empty(2, 60, 2, 8, device="meta")
+    shapes = torch.empty(2, 2, dtype=torch.long, device="meta")
+    starts = torch.empty(2, dtype=torch.long, device="meta")
+    out = ops.ms_deform_attn(value, shapes, starts, torch.empty(2, 5, 2, 2, 3, 2, device="meta"),
+                             torch.empty(2, 5, 2, 2, 3, device="meta"))
+    assert out.shape == (2, 5, 16)

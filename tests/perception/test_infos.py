@@ -215,3 +215,34 @@ def load_infos_from(data):
     from perception.data.infos import validate_infos
 
     return validate_infos(data)
+
+
+def test_create_data_cli_builds_infos(synthetic_world, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "create_data", Path(__file__).parents[2] / "tools" / "create_data.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert (
+        tool.main(
+            [
+                "nuscenes",
+                "--root",
+                str(synthetic_world.root),
+                "--version",
+                "v1.0-mini",
+                "--out",
+                str(tmp_path),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    meta, infos = load_infos(tmp_path / "nuscenes_infos_train.pkl")
+    assert meta["split"] == "train" and len(infos) == 6
+    with pytest.raises(SystemExit):
+        tool.main(["nuscenes", "--root", str(tmp_path), "--version", "v1.0-trainval", "--out", str(tmp_path)])

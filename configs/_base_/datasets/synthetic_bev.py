@@ -1,0 +1,36 @@
+# The embedded synthetic world in nuScenes format (v1.0-mini scene names; eval split mini_val).
+# Generate it: python tools/create_data.py synthetic --out data/synthetic   (~1 min on 2 cores, 5 x 20 frames)
+_base_ = ["./nuscenes_bev.py"]
+data_root = "data/synthetic/"
+data_version = "v1.0-mini"
+image_size = (320, 180)
+
+train_pipeline = [
+    dict(type="LoadMultiViewImages", num_workers=6),
+    dict(type="LoadOccupancy"),
+    dict(type="LoadLanes"),
+    dict(type="ResizeCropFlipImage", final_size=image_size, scale_range=(1.0, 1.1), flip_prob=0.0),
+    dict(type="PhotometricAugmentation"),
+    dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05), flip_x_prob=0.5,
+         flip_y_prob=0.5),
+    dict(type="ObjectRangeFilter", x_range=(-51.2, 51.2), y_range=(-51.2, 51.2)),
+    dict(type="NormalizeMultiViewImages"),
+    dict(type="PadMultiViewImages", size_divisor=32),
+    dict(type="PackBEVInputs"),
+]
+test_pipeline = [
+    dict(type="LoadMultiViewImages", num_workers=6),
+    dict(type="NormalizeMultiViewImages"),
+    dict(type="PadMultiViewImages", size_divisor=32),
+    dict(type="PackBEVInputs", with_boxes_2d=False),
+]
+train_dataloader = dict(
+    batch_size=2, num_workers=2, persistent_workers=False,
+    dataset=dict(ann_file=data_root + "nuscenes_infos_train.pkl", data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=2, num_workers=2, persistent_workers=False,
+    dataset=dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, version=data_version,
+                     eval_set="mini_val")
+test_evaluator = val_evaluator

@@ -176,3 +176,33 @@ def test_bev_grid_mapping():
     assert idx[0].tolist() == [100, 99, 2] and inside.tolist() == [True, False]
     with pytest.raises(ValueError, match="x_range"):
         BEVGrid((1, 0), (0, 1), (0, 1), 0.5)
+
+
+def test_transform_boxes_torch_matches_numpy():
+    boxes = random_boxes(6, seed=5)
+    pose = make_transform(Quaternion(axis=[0, 0, 1], angle=0.7).elements, [3.0, -2.0, 0.5])
+    ours = transform_boxes(boxes, pose)
+    torch_out = transform_boxes(torch.as_tensor(boxes), torch.as_tensor(pose))
+    np.testing.assert_allclose(torch_out.numpy(), ours, atol=1e-12)
+    for b, o in zip(boxes, ours):  # the devkit moves the same box
+        box = devkit_box(b)
+        box.rotate(Quaternion(matrix=pose[:3, :3]))
+        box.translate(pose[:3, 3])
+        np.testing.assert_allclose(box_corners(o[None])[0], box.corners().T, atol=1e-9)
+        np.testing.assert_allclose(o[7:9], box.velocity[:2], atol=1e-9)
+
+
+def test_bev_augmentation_of_boxes_matches_transformed_corners():
+    from perception.structures import affine_transform_boxes, bev_aug_matrix
+
+    boxes = random_boxes(8, seed=6)
+    for flips in [(False, False), (True, False), (False, True), (True, True)]:
+        mat = bev_aug_matrix(0.3, 1.1, *flips)
+        moved = affine_transform_boxes(boxes, mat)
+        # The corner set of the moved box equals the transformed corner set (mirrors reorder corners).
+        expected = transform_points(mat, box_corners(boxes))
+        got = box_corners(moved)
+        for e, g in zip(expected, got):
+            dist = np.linalg.norm(e[:, None] - g[None], axis=-1)
+            assert dist.min(1).max() < 1e-9
+        np.testing.assert_allclose(moved[:, 7:9], boxes[:, 7:9] @ mat[:2, :2].T, atol=1e-12)

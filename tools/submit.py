@@ -5,7 +5,7 @@
   python tools/submit.py --results existing.json --infos ... --out ...   (re-validate, fix meta)
 
 ``preds.pkl``: a list of per-sample dicts ``sample_token, boxes (N, 9) ego frame, scores, labels``
-(what the detectors' ``predict`` returns; ``tools/test.py --out`` writes it). Every sample of the info
+(the per-sample outputs of a detector's ``predict`` mode). Every sample of the info
 file must be covered (missing ones get an empty list), at most 500 boxes per sample are kept.
 """
 

@@ -307,6 +307,18 @@ def convert_foreign_infos(data, source: str = "<infos>"):
     return data
 
 
+def _root_relative(path: str, camera: str | None = None) -> str:
+    """Paths in foreign infos: BEVFormer stores './data/nuscenes/samples/...', mmdet3d 1.x a bare file name
+    (its config adds 'samples/<CAM>/'). Ours are relative to the data root."""
+    path = str(path).replace("\\", "/")
+    for folder in ("samples/", "sweeps/"):
+        if folder in path:
+            return path[path.index(folder) :]
+    if "/" not in path and camera is not None:
+        return f"samples/{camera}/{path}"
+    return path
+
+
 def _names_to_labels(names: Iterable[str]) -> np.ndarray:
     return np.array([DETECTION_CLASSES.index(n) if n in DETECTION_CLASSES else -1 for n in names], np.int64)
 
@@ -375,7 +387,7 @@ def convert_mmdet3d_v1_infos(data: dict) -> dict:
             nxt,
             ego2global,
             lidar2ego,
-            lidar.get("lidar_path", ""),
+            _root_relative(lidar.get("lidar_path", ""), "LIDAR_TOP"),
         )
         cams = {}
         for cam in CAMERA_NAMES:
@@ -384,7 +396,7 @@ def convert_mmdet3d_v1_infos(data: dict) -> dict:
             cam2ego = np.array(img["cam2ego"], dtype=np.float64)
             ego2img = compose_ego2img(intrinsics, cam2ego)
             cams[cam] = dict(
-                data_path=img["img_path"],
+                data_path=_root_relative(img["img_path"], cam),
                 sample_data_token=img.get("sample_data_token", ""),
                 timestamp=int(img.get("timestamp", item["timestamp"]) * 1e6),
                 image_size=(img.get("width", 1600), img.get("height", 900)),
@@ -440,7 +452,7 @@ def convert_bevformer_infos(data: dict) -> dict:
             item.get("next", ""),
             ego2global,
             lidar2ego,
-            item.get("lidar_path", ""),
+            _root_relative(item.get("lidar_path", "")),
         )
         cams = {}
         for cam in CAMERA_NAMES:
@@ -451,7 +463,7 @@ def convert_bevformer_infos(data: dict) -> dict:
             intrinsics = np.array(c["cam_intrinsic"], dtype=np.float64)
             ego2img = compose_ego2img(intrinsics, cam2ego)
             cams[cam] = dict(
-                data_path=c["data_path"],
+                data_path=_root_relative(c["data_path"], cam),
                 sample_data_token=c.get("sample_data_token", ""),
                 timestamp=c.get("timestamp", item["timestamp"]),
                 image_size=(1600, 900),

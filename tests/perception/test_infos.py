@@ -164,6 +164,7 @@ def test_convert_mmdet3d_v1_infos():
     _, infos = load_infos_from(convert_mmdet3d_v1_infos(data))
     np.testing.assert_allclose(infos[0]["gt_boxes"][0], EGO_TRUTH, atol=1e-9)
     assert infos[0]["gt_names"][0] == "car" and infos[1]["prev"] == "s0" and infos[1]["frame_index"] == 1
+    assert infos[0]["cams"]["CAM_BACK"]["data_path"] == "samples/CAM_BACK/x.jpg"
 
 
 def test_convert_bevformer_infos():
@@ -206,6 +207,7 @@ def test_convert_bevformer_infos():
     np.testing.assert_allclose(box[:6], EGO_TRUTH[:6], atol=1e-9)
     assert np.angle(np.exp(1j * (box[6] - EGO_TRUTH[6]))) == pytest.approx(0, abs=1e-9)
     np.testing.assert_allclose(box[7:], EGO_TRUTH[7:], atol=1e-9)
+    assert infos[0]["cams"]["CAM_FRONT"]["data_path"] == "samples/CAM_FRONT/x.jpg"
     # The camera (OpenCV axes, looking along ego +x) sees a point 10 m ahead at the image centre.
     uv, _ = project_points(infos[0]["cams"]["CAM_FRONT"]["ego2img"], np.array([[11.0, 0.0, 1.5]]))
     np.testing.assert_allclose(uv[0], [0.0, 0.0], atol=1e-9)

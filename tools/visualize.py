@@ -64,6 +64,10 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
         keep = np.asarray(info["valid_flag"], bool) & (np.asarray(info["gt_labels"]) >= 0)
         gt_boxes, gt_labels = np.asarray(info["gt_boxes"])[keep], np.asarray(info["gt_labels"])[keep]
     pred = predictions.get(info["token"], {})
+    lanes = None
+    if info.get("openlane_path"):  # OpenLane-V2 centerlines of the same frame, if the dataset has them
+        frame = json.loads((data_root / info["openlane_path"]).read_text())
+        lanes = [np.asarray(lane["points"]) for lane in frame["annotation"]["lane_centerline"]]
     return render_sample(
         images,
         ego2img,
@@ -73,6 +77,7 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
         pred.get("labels"),
         pred.get("scores"),
         score_threshold=score_thr,
+        lanes=lanes,
         title=f"{info.get('scene_name', '')}  frame {info['frame_index']}  sample {info['token']}",
     )
 

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from perception.structures.boxes import box_bev_corners
 
-from .style import BEV_BACKGROUND, EGO_COLOR, GRID_COLOR, TEXT_COLOR, font
+from .style import BEV_BACKGROUND, EGO_COLOR, GRID_COLOR, LANE_COLOR, TEXT_COLOR, font
 
 
 class BEVCanvas:
@@ -43,8 +43,10 @@ def draw_bev_panel(
     layers: Sequence[tuple[np.ndarray, tuple[int, int, int], Sequence[str] | None]] = (),
     title: str | None = None,
     velocity_seconds: float = 1.0,
+    lanes: Sequence[np.ndarray] | None = None,
 ) -> tuple[Image.Image, BEVCanvas]:
-    """``layers``: (boxes (N, 9) ego frame, colour, names or None). Boxes are outlines with a heading line
+    """``layers``: (boxes (N, 9) ego frame, colour, names or None); ``lanes``: (P, 3) ego-frame polylines
+    drawn underneath. Boxes are outlines with a heading line
     from the centre to the front edge; velocity arrows show ``velocity_seconds`` of motion."""
     canvas = BEVCanvas(size, half_range)
     image = Image.new("RGB", (size, size), BEV_BACKGROUND)
@@ -55,6 +57,10 @@ def draw_bev_panel(
         rad = r * canvas.ppm
         draw.ellipse([c[0] - rad, c[1] - rad, c[0] + rad, c[1] + rad], outline=GRID_COLOR)
         draw.text((c[0] + 3, c[1] - rad + 1), f"{r} m", fill=GRID_COLOR, font=small)
+    for lane in lanes if lanes is not None else ():  # directed centerlines: a dot marks the start
+        pts = canvas.to_pixels(np.asarray(lane)[:, :2])
+        draw.line([tuple(p) for p in pts], fill=LANE_COLOR, width=1)
+        draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=LANE_COLOR)
     ego = canvas.to_pixels(np.array([[2.4, 0.95], [2.4, -0.95], [-2.4, -0.95], [-2.4, 0.95]]))
     draw.polygon([tuple(p) for p in ego], outline=EGO_COLOR, width=2)
     draw.line(

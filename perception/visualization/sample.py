@@ -52,9 +52,11 @@ def render_sample(
     panel_width: int = 480,
     bev_range: float = 50.0,
     title: str = "",
+    lanes: Sequence[np.ndarray] | None = None,
 ) -> SamplePicture:
     """Six camera panels (CAMERA_NAMES order in ``images``/``ego2img``) with projected GT (green) and
-    predicted (magenta, with scores) boxes, and a BEV panel with both, headings and velocity arrows."""
+    predicted (magenta, with scores) boxes, and a BEV panel with both, headings, velocity arrows and
+    (optionally) lane centerlines."""
     if len(images) != len(CAMERA_NAMES):
         raise ValueError(
             f"render_sample needs {len(CAMERA_NAMES)} images in {CAMERA_NAMES} order, got {len(images)}"
@@ -105,7 +107,7 @@ def render_sample(
         layers.append((gt_boxes, GT_COLOR, None))
     if pred_boxes is not None:
         layers.append((pred_boxes, PRED_COLOR, None))
-    bev, _ = draw_bev_panel(bev_size, bev_range, layers, title="BEV (x forward = up)")
+    bev, _ = draw_bev_panel(bev_size, bev_range, layers, title="BEV (x forward = up)", lanes=lanes)
     canvas.paste(bev, (3 * panel_width, header))
     picture.bev_panel = (3 * panel_width, header)
     draw = ImageDraw.Draw(canvas)

@@ -11,6 +11,7 @@ PRED_COLOR = (255, 48, 160)  # predictions: magenta
 EGO_COLOR = (255, 255, 255)
 BEV_BACKGROUND = (24, 26, 30)
 GRID_COLOR = (58, 62, 70)
+LANE_COLOR = (110, 140, 190)
 TEXT_COLOR = (255, 255, 255)
 
 

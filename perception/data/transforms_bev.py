@@ -17,6 +17,7 @@ ego-side matrices together.
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,6 +33,24 @@ from perception.structures.classes import OCC_FREE
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class RandomTransform:
+    """Random state per process: DataLoader workers are forked copies, so each draws its own stream
+    (``seed`` + worker id when a seed is given, fresh entropy otherwise) instead of repeating the parent's."""
+
+    seed: int | None = None
+    _rng: np.random.Generator | None = None
+    _rng_pid: int | None = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None or self._rng_pid != os.getpid():
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            self._rng = np.random.default_rng(None if self.seed is None else [self.seed, worker])
+            self._rng_pid = os.getpid()
+        return self._rng
 
 
 class ImageLoadError(RuntimeError):
@@ -127,7 +146,7 @@ class LoadLanes:
 
 
 @TRANSFORMS.register_module()
-class ResizeCropFlipImage:
+class ResizeCropFlipImage(RandomTransform):
     """Resize by a scale drawn from ``scale_range``, crop to ``final_size`` (w, h) (bottom-aligned like
     BEVDet, random horizontal offset in training, centred otherwise), optionally flip. The same draw is
     used for all cameras and frames; every matrix is updated with it."""
@@ -142,7 +161,7 @@ class ResizeCropFlipImage:
     ) -> None:
         self.final_size = tuple(final_size)
         self.scale_range, self.flip_prob, self.training = scale_range, flip_prob, training
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def draw(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int], bool]:
         """Resized size (w, h), crop offset (x0, y0) and flip."""
@@ -189,7 +208,7 @@ class ResizeCropFlipImage:
 
 
 @TRANSFORMS.register_module()
-class PhotometricAugmentation:
+class PhotometricAugmentation(RandomTransform):
     """Brightness, contrast, saturation and hue jitter, each with probability ``prob``, drawn per camera
     (geometry untouched)."""
 
@@ -204,7 +223,7 @@ class PhotometricAugmentation:
     ) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.prob = prob
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __call__(self, results: dict) -> dict:
         for frame in results["frames"]:
@@ -230,7 +249,7 @@ class PhotometricAugmentation:
 
 
 @TRANSFORMS.register_module()
-class BEVAugmentation:
+class BEVAugmentation(RandomTransform):
     """Random rotation about z, scale and x/y mirrors of the ego frame, applied to the boxes, lanes and
     occupancy and folded into every frame's ego-side matrices (``ego2img``, ``cam2ego``, ``ego2global``,
     ``prev2curr``), so projections stay consistent."""
@@ -245,7 +264,7 @@ class BEVAugmentation:
     ) -> None:
         self.rotation_range, self.scale_range = rotation_range, scale_range
         self.flip_x_prob, self.flip_y_prob = flip_x_prob, flip_y_prob
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __call__(self, results: dict) -> dict:
         mat = bev_aug_matrix(

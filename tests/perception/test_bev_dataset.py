@@ -222,3 +222,15 @@ def test_missing_and_corrupt_images_name_file_and_sample(synthetic_world, tmp_pa
         ImageLoadError, match=f"{re.escape(corrupt.name)}.*sample {infos[2]['token']}.*corrupt"
     ):
         ds[2]
+
+
+def test_random_transforms_differ_between_loader_workers(synthetic_world):
+    pipe = LOAD + [dict(type="BEVAugmentation", seed=3), dict(type="PackBEVInputs", with_boxes_2d=False)]
+    ds = make_dataset(synthetic_world, pipe)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, [0, 0]), batch_size=1, num_workers=2, collate_fn=bev_collate
+    )
+    augs = [b["ego"]["bev_aug"][0] for b in loader]
+    assert not torch.allclose(augs[0], augs[1])  # same sample, different workers -> different draws
+    again = [b["ego"]["bev_aug"][0] for b in loader]
+    assert all(torch.equal(a, b) for a, b in zip(augs, again))  # seeded: reproducible per worker

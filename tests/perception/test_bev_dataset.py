@@ -234,3 +234,15 @@ def test_random_transforms_differ_between_loader_workers(synthetic_world):
     assert not torch.allclose(augs[0], augs[1])  # same sample, different workers -> different draws
     again = [b["ego"]["bev_aug"][0] for b in loader]
     assert all(torch.equal(a, b) for a, b in zip(augs, again))  # seeded: reproducible per worker
+
+
+def test_missing_occupancy_and_lane_labels_name_the_sample(synthetic_world):
+    from perception.data.transforms_bev import LoadLanes, LoadOccupancy
+
+    ds = make_dataset(synthetic_world, [])
+    results = ds.get_data_info(0)
+    results.update(occ_path=None, openlane_path=None)
+    with pytest.raises(ImageLoadError, match=f"sample {ds.infos[0]['token']} has no occupancy"):
+        LoadOccupancy()(results)
+    with pytest.raises(ImageLoadError, match=f"sample {ds.infos[0]['token']} has no lane"):
+        LoadLanes()(results)

@@ -199,3 +199,38 @@ def test_bad_scene_count_is_rejected(scenes):
 
     with pytest.raises(ValueError, match="--scenes"):
         scene_names(scenes)
+
+
+def test_create_data_synthetic_cli(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "create_data", Path(__file__).parents[2] / "tools" / "create_data.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "world"
+    args = [
+        "synthetic",
+        "--out",
+        str(out),
+        "--scenes",
+        "3",
+        "--samples-per-scene",
+        "2",
+        "--image-size",
+        "64",
+        "36",
+    ]
+    assert tool.main(args) == 0
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes("v1.0-mini", str(out), verbose=False)
+    splits = create_splits_scenes()
+    names = [s["name"] for s in nusc.scene]
+    assert (
+        sum(n in splits["mini_train"] for n in names) == 2
+        and sum(n in splits["mini_val"] for n in names) == 1
+    )
+    assert (out / "nuscenes_infos_train.pkl").exists() and (out / "nuscenes_infos_val.pkl").exists()

@@ -283,12 +283,27 @@ def validate_infos(data, source: str = "<infos>") -> tuple[dict, list[dict]]:
             lacking = [k for k in REQUIRED_CAM_KEYS if k not in entry]
             if lacking:
                 raise InfoFileError(f"{source}: sample {token} camera {cam} lacks keys {lacking}")
+            _check_matrix(entry["ego2img"], (4, 4), f"{source}: sample {token} camera {cam} ego2img")
+            _check_matrix(entry["intrinsics"], (3, 3), f"{source}: sample {token} camera {cam} intrinsics")
+        _check_matrix(info["ego2global"], (4, 4), f"{source}: sample {token} ego2global")
+        boxes = np.asarray(info.get("gt_boxes", np.zeros((0, 9))))
+        if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 9):
+            raise InfoFileError(
+                f"{source}: sample {token} gt_boxes must be (N, 9) (x, y, z, w, l, h, yaw, vx, vy), "
+                f"got shape {np.shape(info['gt_boxes'])}"
+            )
         if "gt_boxes" in info and len(info["gt_boxes"]) != len(info.get("gt_labels", ())):
             raise InfoFileError(
                 f"{source}: sample {token} has {len(info['gt_boxes'])} boxes but "
                 f"{len(info.get('gt_labels', ()))} labels"
             )
     return meta, data["infos"]
+
+
+def _check_matrix(value, shape: tuple[int, int], what: str) -> None:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape or not np.isfinite(arr).all():
+        raise InfoFileError(f"{what} must be a finite {shape[0]}x{shape[1]} matrix, got shape {arr.shape}")
 
 
 # -- converters from other codebases' info files -----------------------------------------------------

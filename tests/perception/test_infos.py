@@ -103,6 +103,16 @@ def test_truncated_missing_and_foreign_files_are_rejected(synthetic_world, tmp_p
     with pytest.raises(InfoFileError, match=f"sample {infos[1]['token']} has cameras"):
         load_infos(tmp_path / "order.pkl")
     broken = [dict(i) for i in infos]
+    broken[3] = dict(broken[3], gt_boxes=broken[3]["gt_boxes"][:, :7])  # mmdet3d-style 7-column boxes
+    save_infos(broken, tmp_path / "boxes.pkl", "v1.0-mini", "val")
+    with pytest.raises(InfoFileError, match=f"sample {infos[3]['token']} gt_boxes must be"):
+        load_infos(tmp_path / "boxes.pkl")
+    broken = [dict(i) for i in infos]
+    broken[0] = dict(broken[0], ego2global=np.eye(3))
+    save_infos(broken, tmp_path / "pose.pkl", "v1.0-mini", "val")
+    with pytest.raises(InfoFileError, match="ego2global must be a finite 4x4"):
+        load_infos(tmp_path / "pose.pkl")
+    broken = [dict(i) for i in infos]
     broken[2] = dict(broken[2], gt_labels=broken[2]["gt_labels"][:-1])
     save_infos(broken, tmp_path / "labels.pkl", "v1.0-mini", "val")
     with pytest.raises(InfoFileError, match="labels"):

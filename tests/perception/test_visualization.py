@@ -132,3 +132,14 @@ def test_animation_and_cli(synthetic_world, tmp_path):
     )
     with Image.open(tmp_path / "scene.gif") as im:
         assert im.n_frames == 6
+
+
+def test_open3d_render_when_available(synthetic_world, tmp_path):
+    pytest.importorskip("open3d")
+    from perception.visualization.sample import render_open3d
+
+    _, infos = load_infos(synthetic_world.val_infos)
+    info = infos[0]
+    points = np.fromfile(synthetic_world.root / info["lidar_path"], dtype=np.float32).reshape(-1, 5)[:, :3]
+    out = render_open3d(points.astype(np.float64), info["gt_boxes"], tmp_path / "o3d.png")
+    assert Image.open(out).size == (960, 720)

@@ -17,6 +17,7 @@ REGISTERING_MODULES = (
     "perception.data.classification",
     "perception.evaluation",
     "perception.evaluation.classification",
+    "perception.evaluation.nuscenes",
     "bev",
     "occupancy",
     "lane_topology",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint with the test set/metrics of an mmengine config.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options key=value ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--format-only] [--cfg-options key=value ...]
     torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 """
 
@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--work-dir", help="where logs go (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--format-only", action="store_true",
+                        help="write the leaderboard submission (e.g. results_nusc.json) without scoring it")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     return parser.parse_args(argv)
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
+    if args.format_only:
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        for evaluator in evaluators:
+            evaluator.format_only = True
     runner = Runner.from_cfg(cfg)
     return runner.test()
 

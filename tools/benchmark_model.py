@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Training-step time, peak memory and inference throughput of a BEV detector config.
+
+Inputs are random images with a nominal nuScenes camera rig (6 cameras, intrinsics scaled to the
+chosen resolution) and a few random GT boxes, so the numbers measure the model, not data loading.
+
+    python tools/benchmark_model.py configs/bev/bevformer_v2_internimage_b_nus.py \
+        --resolution 640x1600 --amp bfloat16 --with-cp
+    python tools/benchmark_model.py configs/bev/bevformer_v2_tiny_synthetic.py --device cpu --iters 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from _runner_common import DictAction, register_all  # noqa: E402
+
+# Nominal nuScenes rig: yaw of each camera (FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT,
+# BACK_RIGHT) in degrees, and the focal length at the native 1600x900 resolution.
+CAMERA_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)
+NATIVE_FOCAL, NATIVE_WIDTH = 1266.0, 1600
+
+
+def nominal_ego2img(height: int, width: int) -> torch.Tensor:
+    """(6, 4, 4) ego->pixel matrices for a rig looking around at 1.6 m height."""
+    focal = NATIVE_FOCAL * width / NATIVE_WIDTH
+    k = torch.eye(4)
+    k[0, 0] = k[1, 1] = focal
+    k[0, 2], k[1, 2] = width / 2, height / 2
+    mats = []
+    for yaw_deg in CAMERA_YAWS_DEG:
+        yaw = math.radians(yaw_deg)
+        cam2ego = torch.eye(4)
+        cam2ego[:3, 0] = torch.tensor([math.sin(yaw), -math.cos(yaw), 0.0])  # image x: right
+        cam2ego[:3, 1] = torch.tensor([0.0, 0.0, -1.0])  # image y: down
+        cam2ego[:3, 2] = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])  # optical axis
+        cam2ego[:3, 3] = torch.tensor([1.0 * math.cos(yaw), 0.5 * math.sin(yaw), 1.6])
+        mats.append(k @ torch.linalg.inv(cam2ego))
+    return torch.stack(mats)
+
+
+def synthetic_batch(batch: int, frames: int, height: int, width: int, device: torch.device) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    ego2img = nominal_ego2img(height, width).expand(batch, frames, -1, -1, -1).clone()
+    prev2curr = torch.eye(4).repeat(batch, frames, 1, 1)
+    prev2curr[:, :, 0, 3] = -0.5 * torch.arange(frames - 1, -1, -1, dtype=torch.float32)  # 0.5 m per frame
+    boxes = []
+    for _ in range(batch):
+        b = torch.rand(30, 9, generator=gen)
+        b[:, :2] = b[:, :2] * 80 - 40
+        b[:, 2] = b[:, 2] * 2 - 1
+        b[:, 3:6] = b[:, 3:6] * 3 + 0.5
+        b[:, 6] = b[:, 6] * 2 * math.pi - math.pi
+        boxes.append(b)
+    data = dict(img=torch.randn(batch, frames, 6, 3, height, width, generator=gen),
+                cams=dict(ego2img=ego2img), ego=dict(prev2curr=prev2curr,
+                                                     history_valid=torch.ones(batch, frames, dtype=torch.bool)),
+                gt_boxes=boxes, gt_labels=[torch.randint(0, 10, (30,), generator=gen) for _ in range(batch)])
+    return _to(data, device)
+
+
+def _to(data, device):
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, dict):
+        return {k: _to(v, device) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_to(v, device) for v in data]
+    return data
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def build_model(config: str, options: dict | None, with_cp: bool, frames: int | None):
+    from mmengine.config import Config
+
+    from perception.engine import MODELS
+
+    register_all()
+    cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(options)
+    if with_cp:
+        cfg.model.backbone.with_cp = True
+    if frames is not None:
+        cfg.model.num_frames = frames
+    return MODELS.build(cfg.model), cfg.model.num_frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--resolution", default="640x1600", help="HxW of each camera image")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=None, help="override the config's num_frames")
+    parser.add_argument("--amp", choices=["none", "float16", "bfloat16"], default="none")
+    parser.add_argument("--with-cp", action="store_true", help="gradient checkpointing in the backbone")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    args = parser.parse_args(argv)
+    height, width = (int(v) for v in args.resolution.lower().split("x"))
+    device = torch.device(args.device)
+    model, frames = build_model(args.config, args.cfg_options, args.with_cp, args.frames)
+    model.to(device)
+    data = synthetic_batch(args.batch, frames, height, width, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    amp = args.amp != "none"
+    dtype = getattr(torch, args.amp) if amp else torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "float16")
+
+    def train_step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            losses = model(**data, mode="loss")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(sum(losses.values())).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def infer() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=amp):
+            model(**data, mode="predict")
+
+    params = sum(p.numel() for p in model.parameters())
+    print(f"config {args.config} | {params / 1e6:.1f} M parameters | {args.batch} x {frames} frames x 6 cameras "
+          f"at {height}x{width} | amp {args.amp} | with_cp {args.with_cp} | device {device}")
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step = _timed(train_step, device, args.iters, args.warmup)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    model.eval()
+    inference = _timed(infer, device, args.iters, args.warmup)
+    print(f"training step: {step * 1e3:.1f} ms median | peak memory {peak:.2f} GiB")
+    print(f"inference: {inference * 1e3:.1f} ms per batch | {args.batch / inference:.2f} samples/s | "
+          f"{6 * args.batch / inference:.1f} current-frame camera images/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ test_evaluator = val_evaluator
 
 # Iteration-based: the demo stops earlier through its time budget (TimeBudgetHook).
 optim_wrapper = dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.01), clip_grad=dict(max_norm=35))
-param_scheduler = [dict(_delete_=True, type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=100)]
+param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=100)]
 train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=3000, val_interval=100000)
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(by_epoch=False, interval=200, max_keep_ckpts=1))

@@ -432,7 +432,6 @@ class PackBEVInputs:
                 timestamp=results["timestamp"],
                 frame_index=results["frame_index"],
                 frame_tokens=[f["token"] for f in frames],
-                history_tokens=[f["token"] for f in frames],
                 img_paths=list(frames[-1]["img_paths"]),
             ),
         )

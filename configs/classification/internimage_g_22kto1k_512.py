@@ -1,11 +1,5 @@
 # InternImage-G: IN-22K pre-trained model fine-tuned on ImageNet-1K at 512 (official recipe).
-# Set model.pretrained to the 22K checkpoint; its 21841-class head is mapped to 1K with the class map
-# (upstream classification/meta_data/map22kto1k.txt).
-_base_ = [
-    "../_base_/classification/default_runtime.py",
-    "../_base_/classification/imagenet_224.py",
-    "../_base_/classification/schedule_22kto1k_20e.py",
-]
+_base_ = ["../_base_/classification/finetune_22kto1k_384.py"]
 img_size = 512
 train_pipeline = [
     dict(type="LoadImage"),
@@ -20,13 +14,8 @@ test_pipeline = [
     dict(type="CenterCrop", size=img_size),
     dict(type="PackClsInputs"),
 ]
-train_dataloader = dict(batch_size=32, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=32, dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-model = dict(
-    type="ImageClassifier",
-    backbone=dict(type="InternImageClassifier", variant="g", num_classes=1000, drop_path_rate=0.4, with_cp=True),
-    label_smoothing=0.3,
-    pretrained=None,  # e.g. "checkpoints/internimage_g_22k_512.pth"
-    pretrained_head="map",
-    class_map="data/imagenet/meta/map22kto1k.txt")
+model = dict(backbone=dict(variant="g", drop_path_rate=0.4),
+             pretrained=None)  # e.g. "checkpoints/internimage_g_22k_512.pth"

@@ -1,32 +1,4 @@
 # InternImage-L: IN-22K pre-trained model fine-tuned on ImageNet-1K at 384 (official recipe).
-# Set model.pretrained to the 22K checkpoint; its 21841-class head is mapped to 1K with the class map
-# (upstream classification/meta_data/map22kto1k.txt).
-_base_ = [
-    "../_base_/classification/default_runtime.py",
-    "../_base_/classification/imagenet_224.py",
-    "../_base_/classification/schedule_22kto1k_20e.py",
-]
-img_size = 384
-train_pipeline = [
-    dict(type="LoadImage"),
-    dict(type="RandomResizedCrop", size=img_size, interpolation="bicubic"),
-    dict(type="RandomFlip", prob=0.5),
-    dict(type="RandAugment", num_ops=2, magnitude=9, magnitude_std=0.5),
-    dict(type="PackClsInputs"),
-]
-test_pipeline = [
-    dict(type="LoadImage"),
-    dict(type="ResizeShorter", size=img_size, interpolation="bicubic"),
-    dict(type="CenterCrop", size=img_size),
-    dict(type="PackClsInputs"),
-]
-train_dataloader = dict(batch_size=32, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=32, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-model = dict(
-    type="ImageClassifier",
-    backbone=dict(type="InternImageClassifier", variant="l", num_classes=1000, drop_path_rate=0.1, with_cp=True),
-    label_smoothing=0.3,
-    pretrained=None,  # e.g. "checkpoints/internimage_l_22k_384.pth"
-    pretrained_head="map",
-    class_map="data/imagenet/meta/map22kto1k.txt")
+_base_ = ["../_base_/classification/finetune_22kto1k_384.py"]
+model = dict(backbone=dict(variant="l", drop_path_rate=0.1),
+             pretrained=None)  # e.g. "checkpoints/internimage_l_22k_384.pth"

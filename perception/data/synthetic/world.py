@@ -280,6 +280,15 @@ def _add_scenery(world: SceneWorld, rng: np.random.Generator) -> None:
     world.scenery_occ = np.array(occ, dtype=np.int64)
 
 
+def _traffic_element(world: SceneWorld, a: float, b: float, size: tuple[float, float, float], height: float,
+                     category: int, attribute: int, lane_bs: list[float], color, a_offset: float = 0.0) -> dict:
+    """A static traffic element for road position ``a`` (the box sits ``a_offset`` further along) and
+    lateral ``b``, its centre ``height`` m up, facing +a."""
+    box = _box(world.road_to_global(np.array(a + a_offset), np.array(b)), size, world.heading, np.zeros(2))
+    box[2] = height
+    return dict(box=box, category=category, attribute=attribute, a=float(a), lane_bs=lane_bs, color=color)
+
+
 def _add_traffic_elements(world: SceneWorld, rng: np.random.Generator) -> None:
     """Traffic lights over the ego carriageway at stop lines (a multiple of SEGMENT_LENGTH) and road signs
     on the right sidewalk, as static boxes facing oncoming (+a) traffic."""
@@ -287,42 +296,12 @@ def _add_traffic_elements(world: SceneWorld, rng: np.random.Generator) -> None:
     for a in np.arange(2 * SEGMENT_LENGTH, ROAD_A_RANGE[1], 3 * SEGMENT_LENGTH):
         attribute = int(rng.integers(1, 4))
         for b in LANE_CENTRES[:2]:
-            box = _box(
-                world.road_to_global(np.array(a + 0.3), np.array(b)),
-                (0.45, 0.3, 1.1),
-                world.heading,
-                np.zeros(2),
-            )
-            box[2] = 5.0
-            elements.append(
-                dict(
-                    box=box,
-                    category=1,
-                    attribute=attribute,
-                    a=float(a),
-                    lane_bs=[b],
-                    color=TE_COLORS[attribute],
-                )
-            )
+            elements.append(_traffic_element(world, a, b, (0.45, 0.3, 1.1), 5.0, 1, attribute, [b],
+                                             TE_COLORS[attribute], a_offset=0.3))
         sign_a = a - SEGMENT_LENGTH - 5.0
         attribute = int(rng.choice([4, 5, 6, 7, 8]))
-        box = _box(
-            world.road_to_global(np.array(sign_a), np.array(-ROAD_HALF_WIDTH - 1.0)),
-            (0.9, 0.1, 0.9),
-            world.heading,
-            np.zeros(2),
-        )
-        box[2] = 2.6
-        elements.append(
-            dict(
-                box=box,
-                category=2,
-                attribute=attribute,
-                a=float(sign_a),
-                lane_bs=list(LANE_CENTRES[:2]),
-                color=SIGN_COLOR,
-            )
-        )
+        elements.append(_traffic_element(world, sign_a, -ROAD_HALF_WIDTH - 1.0, (0.9, 0.1, 0.9), 2.6, 2, attribute,
+                                         list(LANE_CENTRES[:2]), SIGN_COLOR))
     world.traffic_elements = elements
 
 

@@ -31,8 +31,8 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
           const scalar_t* level = value + ((n * sh.keys + starts[l]) * M + m) * D;
           for (int64_t p = 0; p < P; ++p) {
             const int64_t s_idx = sample0 + l * P + p;
-            const acc_t w = acc_t(loc[2 * s_idx]) * acc_t(width) - acc_t(0.5);
-            const acc_t h = acc_t(loc[2 * s_idx + 1]) * acc_t(height) - acc_t(0.5);
+            acc_t h, w;
+            msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
             Bilinear<acc_t> s;
             if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
             const acc_t a = acc_t(attn[s_idx]);
@@ -69,8 +69,8 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
           const int64_t level_offset = ((n * sh.keys + starts[l]) * M + m) * D;
           for (int64_t p = 0; p < P; ++p) {
             const int64_t s_idx = sample0 + l * P + p;
-            const acc_t w = acc_t(loc[2 * s_idx]) * acc_t(width) - acc_t(0.5);
-            const acc_t h = acc_t(loc[2 * s_idx + 1]) * acc_t(height) - acc_t(0.5);
+            acc_t h, w;
+            msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
             Bilinear<acc_t> s;
             if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
             const acc_t a = acc_t(attn[s_idx]);

@@ -34,8 +34,8 @@ __global__ void msda_forward_kernel(const scalar_t* __restrict__ value, const in
       const scalar_t* level = value + ((n * sh.keys + starts[l]) * M + m) * D + d;
       for (int64_t p = 0; p < P; ++p) {
         const int64_t s_idx = sample0 + l * P + p;
-        const acc_t w = acc_t(loc[2 * s_idx]) * acc_t(width) - acc_t(0.5);
-        const acc_t h = acc_t(loc[2 * s_idx + 1]) * acc_t(height) - acc_t(0.5);
+        acc_t h, w;
+        msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
         Bilinear<acc_t> s;
         if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
         const acc_t a = acc_t(attn[s_idx]);
@@ -70,8 +70,8 @@ __global__ void msda_backward_kernel(const scalar_t* __restrict__ value, const i
       for (int64_t p = 0; p < P; ++p) {
         const int64_t s_idx = sample0 + l * P + p;
         acc_t d_attn = 0, d_h = 0, d_w = 0;
-        const acc_t w = acc_t(loc[2 * s_idx]) * acc_t(width) - acc_t(0.5);
-        const acc_t h = acc_t(loc[2 * s_idx + 1]) * acc_t(height) - acc_t(0.5);
+        acc_t h, w;
+        msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
         Bilinear<acc_t> s;
         if (active && fits && bilinear_setup<acc_t>(h, w, height, width, s)) {
           const acc_t a = acc_t(attn[s_idx]);

@@ -47,6 +47,14 @@ PO_HD bool bilinear_setup(acc_t h, acc_t w, int64_t height, int64_t width, Bilin
   return true;
 }
 
+// Pixel coordinates (h, w) of a normalised MSDA sampling location xy = (x, y) on a level of
+// height x width, with grid_sample(align_corners=False) meaning (pixel = loc * size - 0.5).
+template <typename acc_t, typename scalar_t>
+PO_HD void msda_pixel(const scalar_t* xy, int64_t height, int64_t width, acc_t& h, acc_t& w) {
+  w = acc_t(xy[0]) * acc_t(width) - acc_t(0.5);
+  h = acc_t(xy[1]) * acc_t(height) - acc_t(0.5);
+}
+
 // DCNv3 window geometry (official semantics): point p = i * kernel_h + j, i along width (outer),
 // j along height (inner); offset_scale multiplies both the regular grid and the learned offset.
 struct DCNv3Geometry {

@@ -1,6 +1,6 @@
 # A BEVFormer v2 small enough to train on a 2-core CPU in minutes (the demo's model): a 4-stage
 # InternImage with 16 base channels, a 32x32 BEV of 2 m cells over +-32 m, 1 encoder layer,
-# 100 queries x 2 groups, 3 decoder layers and the perspective head; 2 frames.
+# 100 queries x 2 groups (+30 hybrid queries), 3 decoder layers and the perspective head; 2 frames.
 _base_ = ["./bevformer_v2_model.py"]
 
 bev_grid = dict(x_range=(-32.0, 32.0), y_range=(-32.0, 32.0), z_range=(-3.0, 5.0), resolution=2.0)
@@ -12,6 +12,7 @@ model = dict(
     num_frames=num_frames,
     fusion_channels=64,
     bev_levels=3,
+    hybrid_queries=30,  # two-stage: 30 perspective proposals per sample (see README, The demo)
     backbone=dict(_delete_=True, type="InternImage", variant="t", channels=16, depths=(1, 1, 2, 1),
                   groups=(1, 2, 4, 8), out_indices=(1, 2, 3), drop_path_rate=0.0),
     neck=dict(in_channels=[32, 64, 128], out_channels=embed_dims, num_outs=4, start_level=0),

@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def ensure_world(root: Path, args: argparse.Namespace) -> None:
-    from perception.data.synthetic.generator import WorldConfig, generate_world
+    from perception.data.infos import create_nuscenes_infos
+    from perception.data.synthetic.generator import VERSION, WorldConfig, generate_world
 
     if (root / "nuscenes_infos_val.pkl").exists() and (root / "v1.0-mini").exists():
         print(f"[demo] using the existing world in {root}")
@@ -51,6 +52,7 @@ def ensure_world(root: Path, args: argparse.Namespace) -> None:
     print(f"[demo] generating the synthetic world in {root}")
     generate_world(WorldConfig(out_dir=str(root), seed=args.seed, num_scenes=args.scenes,
                                samples_per_scene=args.samples_per_scene))
+    create_nuscenes_infos(str(root), VERSION, str(root), workers=1)
 
 
 def build_runner(args: argparse.Namespace, world: Path, work_dir: Path, train_minutes: float):

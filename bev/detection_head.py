@@ -107,8 +107,7 @@ class BEVDetectionHead(nn.Module):
         return self.grid.normalize(xyz)
 
     def denormalize_centres(self, normalized: Tensor) -> Tensor:
-        lo, hi = self._ranges(normalized.device)
-        return normalized * (hi - lo) + lo
+        return self.grid.denormalize(normalized)
 
     # -- forward --------------------------------------------------------------------------------
     def active_groups(self) -> int:

@@ -91,5 +91,14 @@ class BEVGrid:
             return (xyz - lo_t) / torch.tensor(size, dtype=xyz.dtype, device=xyz.device)
         return (np.asarray(xyz) - np.array(lo)) / np.array(size)
 
+    def denormalize(self, uvw):
+        """[0, 1] coordinates over (x_range, y_range, z_range) -> metric points (inverse of normalize)."""
+        lo = [self.x_range[0], self.y_range[0], self.z_range[0]]
+        size = [self.x_range[1] - lo[0], self.y_range[1] - lo[1], self.z_range[1] - lo[2]]
+        if isinstance(uvw, torch.Tensor):
+            return uvw * torch.tensor(size, dtype=uvw.dtype, device=uvw.device) + torch.tensor(
+                lo, dtype=uvw.dtype, device=uvw.device)
+        return np.asarray(uvw) * np.array(size) + np.array(lo)
+
 
 OCC3D_GRID = BEVGrid((-40.0, 40.0), (-40.0, 40.0), (-1.0, 5.4), 0.4)

@@ -176,6 +176,11 @@ def test_bev_grid_mapping():
     assert idx[0].tolist() == [100, 99, 2] and inside.tolist() == [True, False]
     with pytest.raises(ValueError, match="x_range"):
         BEVGrid((1, 0), (0, 1), (0, 1), 0.5)
+    # normalize/denormalize: (0, 0, -1) is at the x and y centres and the z bottom of the grid.
+    np.testing.assert_allclose(grid.normalize(np.array([0.0, 0.0, -1.0])), [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(grid.denormalize(np.array([0.25, 1.0, 0.5])), [-20.0, 20.0, 2.2])
+    point = torch.tensor([[12.3, -4.5, 3.3]], dtype=torch.float64)
+    torch.testing.assert_close(grid.denormalize(grid.normalize(point)), point)
 
 
 def test_transform_boxes_torch_matches_numpy():

@@ -89,14 +89,13 @@ class BEVFormerV2(BaseModel):
     # -- image side -----------------------------------------------------------------------------
     def image_features(self, images: Tensor) -> list[Tensor]:
         """(B, Ncam, 3, H, W) -> FPN levels (B·Ncam, C, h, w)."""
-        b, n = images.shape[:2]
         return self.neck(self.backbone(images.flatten(0, 1)))
 
     def _per_camera(self, features: list[Tensor], batch: int) -> list[Tensor]:
         return [f.view(batch, -1, *f.shape[1:]) for f in features[: self.bev_levels]]
 
     def _frame_features(self, images: Tensor, tokens: list[str] | None) -> list[Tensor]:
-        """FPN features of one history frame, reused from the video cache when possible."""
+        """FPN features of one frame's cameras, reused from the video cache when possible."""
         if not (self.video_mode and tokens):
             return self.image_features(images)
         missing = [i for i, tok in enumerate(tokens) if tok not in self.video_cache]

@@ -322,6 +322,16 @@ def convert_foreign_infos(data, source: str = "<infos>"):
     return data
 
 
+def _converted_camera(data_path: str, sample_data_token: str, timestamp: int, image_size: tuple[int, int],
+                      intrinsics: np.ndarray, cam2ego: np.ndarray, sensor2ego: np.ndarray,
+                      cam_ego2global: np.ndarray, lidar2ego: np.ndarray) -> dict:
+    """One camera entry of our info format, built from another format's calibration."""
+    ego2img = compose_ego2img(intrinsics, cam2ego)
+    return dict(data_path=data_path, sample_data_token=sample_data_token, timestamp=timestamp,
+                image_size=image_size, intrinsics=intrinsics, cam2ego=cam2ego, sensor2ego=sensor2ego,
+                cam_ego2global=cam_ego2global, ego2img=ego2img, lidar2img=ego2img @ lidar2ego)
+
+
 def _root_relative(path: str, camera: str | None = None) -> str:
     """Paths in foreign infos: BEVFormer stores './data/nuscenes/samples/...', mmdet3d 1.x a bare file name
     (its config adds 'samples/<CAM>/'). Ours are relative to the data root."""
@@ -409,19 +419,10 @@ def convert_mmdet3d_v1_infos(data: dict) -> dict:
             img = item["images"][cam]
             intrinsics = np.array(img["cam2img"], dtype=np.float64)[:3, :3]
             cam2ego = np.array(img["cam2ego"], dtype=np.float64)
-            ego2img = compose_ego2img(intrinsics, cam2ego)
-            cams[cam] = dict(
-                data_path=_root_relative(img["img_path"], cam),
-                sample_data_token=img.get("sample_data_token", ""),
-                timestamp=int(img.get("timestamp", item["timestamp"]) * 1e6),
-                image_size=(img.get("width", 1600), img.get("height", 900)),
-                intrinsics=intrinsics,
-                cam2ego=cam2ego,
-                sensor2ego=cam2ego,
-                cam_ego2global=ego2global,
-                ego2img=ego2img,
-                lidar2img=ego2img @ lidar2ego,
-            )
+            cams[cam] = _converted_camera(
+                _root_relative(img["img_path"], cam), img.get("sample_data_token", ""),
+                int(img.get("timestamp", item["timestamp"]) * 1e6), (img.get("width", 1600), img.get("height", 900)),
+                intrinsics, cam2ego, cam2ego, ego2global, lidar2ego)
         info["cams"] = cams
         classes = data.get("metainfo", {}).get("categories", {})
         index_to_name = {v: k for k, v in classes.items()} if classes else dict(enumerate(DETECTION_CLASSES))
@@ -476,19 +477,10 @@ def convert_bevformer_infos(data: dict) -> dict:
             sensor2ego = make_transform(c["sensor2ego_rotation"], c["sensor2ego_translation"])
             cam2ego = np.linalg.inv(ego2global) @ cam_e2g @ sensor2ego
             intrinsics = np.array(c["cam_intrinsic"], dtype=np.float64)
-            ego2img = compose_ego2img(intrinsics, cam2ego)
-            cams[cam] = dict(
-                data_path=_root_relative(c["data_path"], cam),
-                sample_data_token=c.get("sample_data_token", ""),
-                timestamp=c.get("timestamp", item["timestamp"]),
-                image_size=(1600, 900),
-                intrinsics=intrinsics,
-                cam2ego=cam2ego,
-                sensor2ego=sensor2ego,
-                cam_ego2global=cam_e2g,
-                ego2img=ego2img,
-                lidar2img=ego2img @ lidar2ego,
-            )
+            cams[cam] = _converted_camera(
+                _root_relative(c["data_path"], cam), c.get("sample_data_token", ""),
+                c.get("timestamp", item["timestamp"]), (1600, 900), intrinsics, cam2ego, sensor2ego, cam_e2g,
+                lidar2ego)
         info["cams"] = cams
         b = np.asarray(item.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
         vel = np.asarray(item.get("gt_velocity", np.zeros((len(b), 2))), dtype=np.float64).reshape(-1, 2)

@@ -12,11 +12,11 @@ the map is (B, C, Nx, Ny), flattened as ix·Ny + iy.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ops import MultiScaleDeformableAttention, ms_deform_attn
 from ops.modules import init_deformable_attention
+from perception.structures.cameras import project_points
 
 __all__ = ["BEVEncoder", "SpatialCrossAttention", "pillar_points", "project_to_cameras"]
 
@@ -40,10 +40,7 @@ def project_to_cameras(points: Tensor, ego2img: Tensor, image_size: tuple[int, i
     visibility mask: in front of the camera and inside the image. Computed in float32.
     """
     shape = points.shape[:-1]
-    homogeneous = F.pad(points.reshape(-1, 3).float(), (0, 1), value=1.0)
-    cam = torch.einsum("bnij,pj->bnpi", ego2img.float(), homogeneous)
-    depth = cam[..., 2]
-    uv = cam[..., :2] / depth.clamp(min=_EPS).unsqueeze(-1)
+    uv, depth = project_points(ego2img.float(), points.reshape(-1, 3).float(), eps=_EPS)
     height, width = image_size
     uv = uv / uv.new_tensor([width, height])
     visible = (depth > _EPS) & (uv > 0).all(-1) & (uv < 1).all(-1) & torch.isfinite(uv).all(-1)

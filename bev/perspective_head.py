@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perception.models.losses import sigmoid_focal_loss
+from perception.structures.cameras import project_points
 
 __all__ = ["PerspectiveHead", "box_corners", "project_boxes"]
 
@@ -40,9 +41,7 @@ def project_boxes(boxes: Tensor, ego2img: Tensor, image_size: tuple[int, int], m
     projected centre (N, 2), its depth (N,) and a validity flag (centre in front and box overlaps)."""
     corners = box_corners(boxes)
     points = torch.cat([boxes[:, None, :3], corners], 1)
-    cam = F.pad(points, (0, 1), value=1.0) @ ego2img.to(points.dtype).T
-    depth = cam[..., 2]
-    uv = cam[..., :2] / depth.clamp(min=1e-3)[..., None]
+    uv, depth = project_points(ego2img.to(points.dtype), points, eps=1e-3)
     height, width = image_size
     corner_uv = uv[:, 1:]
     box = torch.cat([corner_uv.min(1).values, corner_uv.max(1).values], -1)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,28 +26,14 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from _runner_common import DictAction, register_all  # noqa: E402
 
-# Nominal nuScenes rig: yaw of each camera (FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT,
-# BACK_RIGHT) in degrees, and the focal length at the native 1600x900 resolution.
-CAMERA_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)
-NATIVE_FOCAL, NATIVE_WIDTH = 1266.0, 1600
-
 
 def nominal_ego2img(height: int, width: int) -> torch.Tensor:
-    """(6, 4, 4) ego->pixel matrices for a rig looking around at 1.6 m height."""
-    focal = NATIVE_FOCAL * width / NATIVE_WIDTH
-    k = torch.eye(4)
-    k[0, 0] = k[1, 1] = focal
-    k[0, 2], k[1, 2] = width / 2, height / 2
-    mats = []
-    for yaw_deg in CAMERA_YAWS_DEG:
-        yaw = math.radians(yaw_deg)
-        cam2ego = torch.eye(4)
-        cam2ego[:3, 0] = torch.tensor([math.sin(yaw), -math.cos(yaw), 0.0])  # image x: right
-        cam2ego[:3, 1] = torch.tensor([0.0, 0.0, -1.0])  # image y: down
-        cam2ego[:3, 2] = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])  # optical axis
-        cam2ego[:3, 3] = torch.tensor([1.0 * math.cos(yaw), 0.5 * math.sin(yaw), 1.6])
-        mats.append(k @ torch.linalg.inv(cam2ego))
-    return torch.stack(mats)
+    """(6, 4, 4) ego->pixel matrices of the nuScenes-like rig of the synthetic world, at this size."""
+    from perception.data.synthetic.generator import camera_intrinsics, camera_to_ego
+    from perception.structures.cameras import CAMERA_NAMES, compose_ego2img
+
+    mats = [compose_ego2img(camera_intrinsics(name, (width, height)), camera_to_ego(name)) for name in CAMERA_NAMES]
+    return torch.tensor(np.stack(mats), dtype=torch.float32)
 
 
 def synthetic_batch(batch: int, frames: int, height: int, width: int, device: torch.device) -> dict:

@@ -1,0 +1,40 @@
+"""tools/benchmark_model.py runs a config on the nuScenes-like rig and prints its three figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_model", ROOT / "tools" / "benchmark_model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rig_projects_points_ahead_into_the_front_camera():
+    tool = _load_tool()
+    ego2img = tool.nominal_ego2img(90, 160)
+    point = torch.tensor([20.0, 0.0, 1.0, 1.0])  # 20 m straight ahead
+    front = ego2img[0] @ point
+    u, v = front[0] / front[2], front[1] / front[2]
+    assert front[2] > 0 and 0 < u < 160 and 0 < v < 90
+    back = ego2img[3] @ point
+    assert back[2] < 0  # behind the BACK camera
+
+
+def test_benchmark_prints_step_memory_and_throughput(capsys):
+    tool = _load_tool()
+    config = ROOT / "configs" / "bev" / "bevformer_v2_tiny_synthetic.py"
+    assert tool.main([str(config), "--device", "cpu", "--resolution", "96x160", "--iters", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"training step: [\d.]+ ms median", out), out
+    assert re.search(r"inference: [\d.]+ ms per batch \| [\d.]+ samples/s", out), out

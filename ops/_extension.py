@@ -33,7 +33,7 @@ VERBOSE_ENV = "PERCEPTION_OPS_VERBOSE"
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _CPU_SOURCES = ("bindings.cpp", "dcnv3_cpu.cpp", "ms_deform_attn_cpu.cpp")
 _CUDA_SOURCES = _CPU_SOURCES + ("dcnv3_cuda.cu", "ms_deform_attn_cuda.cu")
-_HEADERS = ("sampling.h", "kernels.h", "cuda_utils.cuh")
+_HEADERS = ("sampling.h", "chunks.h", "kernels.h", "cuda_utils.cuh")
 _CFLAGS = ["-O3", "-fopenmp", "-std=c++17"]
 _CUDA_FLAGS = ["-O3", "--use_fast_math", "-std=c++17"]
 

@@ -1,4 +1,5 @@
-// Small CUDA helpers shared by the DCNv3 and MSDA kernels.
+// CUDA plumbing shared by the DCNv3 and MSDA kernels: launch shape, the chunk width for a dtype,
+// the atomic scatter of input gradients and the cross-lane reduction of per-sample gradients.
 #pragma once
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
@@ -6,6 +7,11 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+#include "chunks.h"
 
 namespace perception_ops {
 
@@ -16,6 +22,29 @@ inline int64_t grid_blocks(int64_t total) {
   return std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8));
 }
 
+// Channels per thread: one 16-byte load (4 fp32, 8 fp16/bf16, 2 fp64) when the group's channels
+// allow it, so that offsets and weights are read and the bilinear weights computed once per chunk
+// rather than once per channel.
+template <typename scalar_t>
+constexpr int max_chunk_width() {
+  return 16 / int(sizeof(scalar_t));
+}
+
+// The widest chunk (in elements) that every pointer's alignment allows for 16-byte-or-smaller
+// vector accesses; views with a storage offset may be less aligned than fresh allocations.
+template <typename scalar_t>
+int aligned_chunk_cap(std::initializer_list<const void*> pointers) {
+  int cap = max_chunk_width<scalar_t>();
+  for (const void* p : pointers) {
+    while (cap > 1 && reinterpret_cast<uintptr_t>(p) % (cap * sizeof(scalar_t)) != 0) cap /= 2;
+  }
+  return cap;
+}
+
+// True when the lanes of a group form an aligned power-of-two segment of a warp, so that their
+// per-sample gradients can be summed with shuffles instead of atomics.
+inline bool lanes_fit_warp(int64_t lanes) { return lanes <= 32 && (lanes & (lanes - 1)) == 0; }
+
 // Sum over aligned segments of `width` lanes (width a power of two <= 32); every lane of the warp
 // must call it. The result is valid in every lane of the segment.
 template <typename T>
@@ -24,8 +53,62 @@ __device__ __forceinline__ T segment_sum(T v, int width) {
   return v;
 }
 
-// True when each group of `channels` threads fits in, and is aligned with, one warp, so that the
-// per-channel partial gradients can be reduced with shuffles instead of atomics.
-inline bool warp_segments(int64_t channels) { return channels <= 32 && (channels & (channels - 1)) == 0; }
+// Hopper adds float2/float4 in one atomic: a quarter of the atomic instructions for fp32 chunks.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+constexpr bool kVectorAtomics = true;
+#else
+constexpr bool kVectorAtomics = false;
+#endif
+
+// Atomic adds of a chunk's input gradient into an accumulation buffer (fp32 for half types).
+template <typename acc_t>
+struct AtomicScatter {
+  acc_t* grad;
+  template <int VEC>
+  __device__ __forceinline__ void operator()(int64_t at, const acc_t (&values)[VEC]) const {
+    constexpr bool vector_float = kVectorAtomics && std::is_same_v<acc_t, float>;
+    if constexpr (vector_float && VEC % 4 == 0) {
+#pragma unroll
+      for (int i = 0; i < VEC; i += 4)
+        atomicAdd(reinterpret_cast<float4*>(grad + at + i),
+                  make_float4(values[i], values[i + 1], values[i + 2], values[i + 3]));
+    } else if constexpr (vector_float && VEC % 2 == 0) {
+#pragma unroll
+      for (int i = 0; i < VEC; i += 2)
+        atomicAdd(reinterpret_cast<float2*>(grad + at + i), make_float2(values[i], values[i + 1]));
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) atomicAdd(grad + at + i, values[i]);
+    }
+  }
+};
+
+// Sums the lanes' shares of a sample's gradients and writes them once: with shuffles when the
+// lanes of a group fit a warp segment, else with atomics into zeroed buffers.
+template <typename acc_t>
+struct LaneCommit {
+  acc_t* grad_weight;
+  acc_t* grad_xy;
+  int lanes;
+  int lane;
+  bool shuffle;
+  bool active;
+  __device__ __forceinline__ void operator()(int64_t sample, acc_t d_weight, acc_t d_x, acc_t d_y) const {
+    if (shuffle) {
+      d_weight = segment_sum(d_weight, lanes);
+      d_x = segment_sum(d_x, lanes);
+      d_y = segment_sum(d_y, lanes);
+      if (active && lane == 0) {
+        grad_weight[sample] = d_weight;
+        grad_xy[2 * sample] = d_x;
+        grad_xy[2 * sample + 1] = d_y;
+      }
+    } else if (active && (d_weight != acc_t(0) || d_x != acc_t(0) || d_y != acc_t(0))) {
+      atomicAdd(grad_weight + sample, d_weight);
+      atomicAdd(grad_xy + 2 * sample, d_x);
+      atomicAdd(grad_xy + 2 * sample + 1, d_y);
+    }
+  }
+};
 
 }  // namespace perception_ops

@@ -1,98 +1,57 @@
-// Multi-scale deformable attention on CPU. Forward is parallel over (batch, query). Backward is
-// parallel over (batch, head): each task owns one head's slice of grad_value, so no atomics.
+// Multi-scale deformable attention on CPU, built from the per-chunk bodies in chunks.h that the
+// CUDA kernels also run. Forward is parallel over (batch, query). Backward is parallel over
+// (batch, head): each task owns one head's slice of grad_value and every sample of that head, so it
+// needs no atomics and the result is deterministic.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <vector>
-
+#include "chunks.h"
 #include "kernels.h"
 
 namespace perception_ops {
 namespace {
 
-struct MSDAShape {
-  int64_t batch, keys, heads, dim, queries, levels, points;
+constexpr int kCpuMaxVec = 32;  // as for DCNv3: accumulators stay in registers
+
+struct MSDAPointers {
+  const int64_t* shapes;
+  const int64_t* starts;
 };
 
-template <typename scalar_t>
-void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* loc,
-                    const scalar_t* attn, scalar_t* out, const MSDAShape& sh) {
+template <typename scalar_t, int VEC>
+void forward_kernel(const scalar_t* value, MSDAPointers levels, const scalar_t* loc, const scalar_t* attn,
+                    scalar_t* out, const MSDAShape& sh) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t M = sh.heads, D = sh.dim, L = sh.levels, P = sh.points;
   at::parallel_for(0, sh.batch * sh.queries, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(D);
     for (int64_t nq = begin; nq < end; ++nq) {
-      const int64_t n = nq / sh.queries;
-      for (int64_t m = 0; m < M; ++m) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        const int64_t sample0 = (nq * M + m) * L * P;  // index of (n, q, m, 0, 0)
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
-          const scalar_t* level = value + ((n * sh.keys + starts[l]) * M + m) * D;
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t s_idx = sample0 + l * P + p;
-            acc_t h, w;
-            msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
-            Bilinear<acc_t> s;
-            if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
-            const acc_t a = acc_t(attn[s_idx]);
-            for (int k = 0; k < 4; ++k) {
-              const acc_t coeff = a * s.weight[k];
-              if (coeff == acc_t(0)) continue;
-              const scalar_t* v = level + s.pixel[k] * M * D;
-              for (int64_t d = 0; d < D; ++d) acc[d] += coeff * acc_t(v[d]);
-            }
-          }
+      for (int64_t m = 0; m < sh.heads; ++m) {
+        for (int64_t c0 = 0; c0 < sh.dim; c0 += VEC) {
+          acc_t acc[VEC];
+          msda_forward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, nq, m, c0,
+                                                   acc);
+          store_chunk<scalar_t, acc_t, VEC>(out + (nq * sh.heads + m) * sh.dim + c0, acc);
         }
-        scalar_t* o = out + (nq * M + m) * D;
-        for (int64_t d = 0; d < D; ++d) o[d] = scalar_t(acc[d]);
       }
     }
   });
 }
 
-template <typename scalar_t>
-void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* loc,
-                     const scalar_t* attn, const scalar_t* grad_out, scalar_t* grad_value, scalar_t* grad_loc,
-                     scalar_t* grad_attn, const MSDAShape& sh) {
+template <typename scalar_t, int VEC>
+void backward_kernel(const scalar_t* value, MSDAPointers levels, const scalar_t* loc, const scalar_t* attn,
+                     const scalar_t* grad_out, scalar_t* grad_value, scalar_t* grad_loc, scalar_t* grad_attn,
+                     const MSDAShape& sh) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t M = sh.heads, D = sh.dim, L = sh.levels, P = sh.points;
-  at::parallel_for(0, sh.batch * M, 1, [&](int64_t begin, int64_t end) {
+  AddScatter<scalar_t> scatter{grad_value};
+  AddCommit<scalar_t> commit{grad_attn, grad_loc};
+  at::parallel_for(0, sh.batch * sh.heads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / M, m = task % M;
-      for (int64_t q = 0; q < sh.queries; ++q) {
-        const int64_t nq = n * sh.queries + q;
-        const scalar_t* go = grad_out + (nq * M + m) * D;
-        const int64_t sample0 = (nq * M + m) * L * P;
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
-          const int64_t level_offset = ((n * sh.keys + starts[l]) * M + m) * D;
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t s_idx = sample0 + l * P + p;
-            acc_t h, w;
-            msda_pixel<acc_t>(loc + 2 * s_idx, height, width, h, w);
-            Bilinear<acc_t> s;
-            if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
-            const acc_t a = acc_t(attn[s_idx]);
-            acc_t d_attn = 0, d_h = 0, d_w = 0;
-            for (int k = 0; k < 4; ++k) {
-              if (s.weight[k] == acc_t(0) && s.dweight_dh[k] == acc_t(0) && s.dweight_dw[k] == acc_t(0)) continue;
-              const scalar_t* v = value + level_offset + s.pixel[k] * M * D;
-              scalar_t* gv = grad_value + level_offset + s.pixel[k] * M * D;
-              const acc_t coeff = a * s.weight[k];
-              acc_t dot = 0;
-              for (int64_t d = 0; d < D; ++d) {
-                dot += acc_t(v[d]) * acc_t(go[d]);
-                gv[d] = scalar_t(acc_t(gv[d]) + coeff * acc_t(go[d]));
-              }
-              d_attn += s.weight[k] * dot;
-              d_h += s.dweight_dh[k] * dot;
-              d_w += s.dweight_dw[k] * dot;
-            }
-            grad_attn[s_idx] = scalar_t(d_attn);
-            grad_loc[2 * s_idx] = scalar_t(a * d_w * acc_t(width));
-            grad_loc[2 * s_idx + 1] = scalar_t(a * d_h * acc_t(height));
-          }
+      const int64_t n = task / sh.heads, m = task % sh.heads;
+      for (int64_t nq = n * sh.queries; nq < (n + 1) * sh.queries; ++nq) {
+        for (int64_t c0 = 0; c0 < sh.dim; c0 += VEC) {
+          acc_t grad[VEC];
+          load_chunk<scalar_t, acc_t, VEC>(grad_out + (nq * sh.heads + m) * sh.dim + c0, grad);
+          msda_backward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, grad, nq, m,
+                                                    c0, true, scatter, commit);
         }
       }
     }
@@ -112,11 +71,13 @@ torch::Tensor ms_deform_attn_forward_cpu(const torch::Tensor& value, const torch
                                          const torch::Tensor& attention_weights) {
   const auto sh = msda_shape(value, sampling_locations);
   auto out = torch::empty({sh.batch, sh.queries, sh.heads * sh.dim}, value.options());
+  const MSDAPointers levels{spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>()};
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-    forward_kernel<scalar_t>(value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
-                             level_start_index.const_data_ptr<int64_t>(),
-                             sampling_locations.const_data_ptr<scalar_t>(),
-                             attention_weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), sh);
+    dispatch_chunk_width<kCpuMaxVec>(sh.dim, kCpuMaxVec, [&](auto vec) {
+      forward_kernel<scalar_t, decltype(vec)::value>(
+          value.const_data_ptr<scalar_t>(), levels, sampling_locations.const_data_ptr<scalar_t>(),
+          attention_weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), sh);
+    });
   });
   return out;
 }
@@ -129,13 +90,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> ms_deform_attn_backward_
   auto grad_value = torch::zeros_like(value);
   auto grad_loc = torch::zeros_like(sampling_locations);
   auto grad_attn = torch::zeros_like(attention_weights);
+  const MSDAPointers levels{spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>()};
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    backward_kernel<scalar_t>(value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
-                              level_start_index.const_data_ptr<int64_t>(),
-                              sampling_locations.const_data_ptr<scalar_t>(),
-                              attention_weights.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-                              grad_value.mutable_data_ptr<scalar_t>(), grad_loc.mutable_data_ptr<scalar_t>(),
-                              grad_attn.mutable_data_ptr<scalar_t>(), sh);
+    dispatch_chunk_width<kCpuMaxVec>(sh.dim, kCpuMaxVec, [&](auto vec) {
+      backward_kernel<scalar_t, decltype(vec)::value>(
+          value.const_data_ptr<scalar_t>(), levels, sampling_locations.const_data_ptr<scalar_t>(),
+          attention_weights.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
+          grad_value.mutable_data_ptr<scalar_t>(), grad_loc.mutable_data_ptr<scalar_t>(),
+          grad_attn.mutable_data_ptr<scalar_t>(), sh);
+    });
   });
   return {grad_value, grad_loc, grad_attn};
 }

@@ -68,7 +68,8 @@ struct DCNv3Geometry {
   // Window displacement (before offset_scale) of point p, in (dx, dy).
   PO_HD void point_grid(int64_t p, int64_t& dx, int64_t& dy) const {
     if (remove_center && p >= (kernel_w / 2) * kernel_h + kernel_h / 2) ++p;
-    const int64_t i = p / kernel_h, j = p % kernel_h;
+    // 32-bit division: a kernel window has few points, and 64-bit division is slow on GPUs.
+    const int64_t i = int32_t(p) / int32_t(kernel_h), j = int32_t(p) % int32_t(kernel_h);
     dx = i * dilation_w - dilation_w * (kernel_w - 1) / 2;
     dy = j * dilation_h - dilation_h * (kernel_h - 1) / 2;
   }

@@ -47,12 +47,16 @@ DCNV3_CASES = {
     "offset_scale2": dict(offset_scale=2.0),
     "kernel5x3": dict(n=1, h=6, w=9, group=1, group_channels=8, kernel=(5, 3), pad=2),
     "big_offsets": dict(n=1, h=5, w=5, group=2, group_channels=4, offset_range=12.0),
+    # 12 channels run as three 4-channel chunks whose partial gradients are summed per sample.
+    "gc12_three_chunks": dict(n=1, h=5, w=6, group=2, group_channels=12),
 }
 
 MSDA_CASES = {
     "two_levels": dict(),
     "four_levels_4pts": dict(n=1, shapes=((5, 7), (3, 3), (2, 2), (1, 1)), heads=4, dim=16, queries=7, points=4),
     "one_level_8pts": dict(n=3, shapes=((4, 9),), heads=1, dim=3, queries=2, points=8),
+    "dim12_three_chunks": dict(n=1, shapes=((4, 5), (2, 3)), heads=2, dim=12, queries=4, points=2),
+    "dim32": dict(n=1, shapes=((6, 5), (3, 3), (2, 1)), heads=2, dim=32, queries=6, points=4),
 }
 
 

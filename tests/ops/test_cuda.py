@@ -69,15 +69,50 @@ def test_msda_cuda_matches_reference(cuda_kernels, case, dtype):
     _compare(out, grads, ref_out, ref_grads, dtype, ("value", "sampling_locations", "attention_weights"))
 
 
-@pytest.mark.parametrize("group_channels", [1, 3, 16, 24, 32, 64, 71])
-def test_dcnv3_cuda_reduction_paths(cuda_kernels, group_channels):
-    # Powers of two <= 32 reduce with warp shuffles, the others with atomics.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("group_channels", [1, 3, 8, 12, 16, 24, 32, 64, 71, 256])
+def test_dcnv3_cuda_reduction_paths(cuda_kernels, group_channels, dtype):
+    # A thread owns a 16-byte chunk of channels when the group allows it; the chunks of a group sum
+    # their offset and mask gradients with shuffles when their count is a power of two <= 32
+    # (e.g. 16 fp32 channels = 4 lanes), with atomics otherwise (12 fp32 = 3 lanes, 256 fp32 = 64).
     input, offset, mask, args = dcnv3_case(n=2, h=6, w=7, group=2, group_channels=group_channels, seed=8)
     grad_out = torch.randn(2, 6, 7, 2 * group_channels, dtype=torch.float64)
-    ref = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="reference"), (input, offset, mask), grad_out)
+    rounded = [t.to(dtype).double() for t in (input, offset, mask)]
+    ref = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="reference"), rounded, grad_out)
     out = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="cuda"),
-               [t.cuda() for t in (input, offset, mask)], grad_out.cuda())
-    _compare(*out, *ref, torch.float64, ("input", "offset", "mask"))
+               [t.to(dtype).cuda() for t in (input, offset, mask)], grad_out.cuda())
+    _compare(*out, *ref, dtype, ("input", "offset", "mask"))
+
+
+def _misaligned(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t whose data starts one element past a 16-byte boundary."""
+    flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)[1:]
+    return flat.view(t.shape).copy_(t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_cuda_kernels_accept_misaligned_views(cuda_kernels, dtype):
+    # Vector loads need 16-byte alignment; a view with a storage offset must fall back to narrower
+    # chunks rather than fault or read the wrong channels.
+    input, offset, mask, args = dcnv3_case(n=1, h=5, w=6, group=2, group_channels=16, seed=10)
+    grad_out = torch.randn(1, 5, 6, 32, dtype=torch.float64)
+    rounded = [t.to(dtype).double() for t in (input, offset, mask)]
+    ref = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="reference"), rounded, grad_out)
+    tensors = [_misaligned(t.to(dtype).cuda()) for t in (input, offset, mask)]
+    assert tensors[0].data_ptr() % 16 != 0
+    out = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="cuda"), tensors,
+               _misaligned(grad_out.to(dtype).cuda()))
+    _compare(*out, *ref, dtype, ("input", "offset", "mask"))
+
+    value, shapes, starts, loc, weights = msda_case(**MSDA_CASES["dim32"], seed=10)
+    grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3], dtype=torch.float64)
+    rounded = [t.to(dtype).double() for t in (value, loc, weights)]
+    ref = _run(lambda v, l, w: ops.ms_deform_attn(v, shapes, starts, l, w, backend="reference"), rounded, grad_out)
+    cs, cst = shapes.cuda(), starts.cuda()
+    tensors = [_misaligned(t.to(dtype).cuda()) for t in (value, loc, weights)]
+    out = _run(lambda v, l, w: ops.ms_deform_attn(v, cs, cst, l, w, backend="cuda"), tensors,
+               _misaligned(grad_out.to(dtype).cuda()))
+    _compare(*out, *ref, dtype, ("value", "sampling_locations", "attention_weights"))
 
 
 def test_cuda_gradcheck(cuda_kernels):

@@ -1,9 +1,10 @@
 """Benchmark the deformable ops on every available backend.
 
 For each shape and dtype it prints forward and forward+backward times (median of repeats), the
-speed-up over the PyTorch reference measured in the same run, on CUDA the achieved bandwidth
-(minimum traffic: every tensor read or written once), and where we have one the official DCNv3
-CUDA figure measured on an H100.
+speed-up over the PyTorch reference measured in the same run and over fp32 for half types, on CUDA
+the achieved bandwidth (minimum traffic: every tensor read or written once) as GB/s and as a share
+of a device-to-device copy measured in the same run, and where we have them the official DCNv3
+CUDA figure measured on an H100 and the speed target (fwd/fwd+bwd ms) from the issue tracker.
 
     python tools/benchmark_ops.py                       # CUDA if present, else CPU
     python tools/benchmark_ops.py --device cpu --dcnv3 2,56,56,4,16
@@ -24,15 +25,24 @@ import torch
 
 import ops
 
-# Default DCNv3 shapes (N, H, W, groups, channels per group) and the official kernel's fp32 median
-# ms (fwd, fwd+bwd) measured on an H100 with torch 2.11/cu130 (issue tracker figures).
+
+# Default DCNv3 shapes (N, H, W, groups, channels per group) with the official kernel's fp32 median
+# ms (fwd, fwd+bwd) measured on an H100 with torch 2.11/cu130, and our fp32 targets on an H100
+# (issue tracker figures; None where there is none).
+@dataclass(frozen=True)
+class Reference:
+    official: tuple[float, float] | None
+    target: tuple[float | None, float | None] | None
+
+
 DCNV3_SHAPES = {
-    (64, 56, 56, 4, 16): (0.56, 2.95),  # InternImage-T stage 1
-    (64, 14, 14, 16, 16): (0.17, 0.83),  # InternImage-T stage 3
-    (6, 160, 400, 7, 16): (1.69, 9.8),  # InternImage-B stage 1, 6 cameras at 640x1600
-    (6, 160, 400, 12, 16): (2.87, 16.7),  # InternImage-XL stage 1, 6 cameras
+    (64, 56, 56, 4, 16): Reference((0.56, 2.95), (0.19, 1.0)),  # InternImage-T stage 1
+    (64, 14, 14, 16, 16): Reference((0.17, 0.83), None),  # InternImage-T stage 3
+    (6, 160, 400, 7, 16): Reference((1.69, 9.8), (0.56, None)),  # InternImage-B stage 1, 6 cams at 640x1600
+    (6, 160, 400, 12, 16): Reference((2.87, 16.7), (0.95, 5.5)),  # InternImage-XL stage 1, 6 cameras
+    (8, 64, 64, 10, 32): Reference(None, None),  # 32 channels per group (H/G); target: >= 50% of bandwidth
 }
-CPU_DCNV3_SHAPES = {(2, 56, 56, 4, 16): None}
+CPU_DCNV3_SHAPES = {(2, 56, 56, 4, 16): Reference(None, None)}
 
 # MSDA presets: (batch, queries, heads, dim, levels as (H, W), points).
 MSDA_PRESETS = {
@@ -143,28 +153,60 @@ def _msda_bytes(tensors: list[torch.Tensor], queries_dim: int) -> int:
     return (value.numel() + loc.numel() + weights.numel() + queries_dim) * value.element_size()
 
 
+def _copy_gbps(device: torch.device) -> float | None:
+    """Device-to-device copy bandwidth (read + write) of a 1 GiB buffer: the achievable HBM ceiling."""
+    if device.type != "cuda":
+        return None
+    src = torch.empty(1 << 28, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = _median_ms(lambda: dst.copy_(src), device, repeats=20, warmup=3)
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
 def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
 
 
-HEADER = ["op", "shape", "dtype", "backend", "fwd ms", "fwd+bwd ms", "fwd x ref", "f+b x ref", "fwd GB/s",
-          "official fwd/f+b", "x official"]
-WIDTHS = [6, 24, 9, 9, 9, 10, 9, 9, 8, 16, 10]
+HEADER = ["op", "shape", "dtype", "backend", "fwd ms", "fwd+bwd ms", "fwd x ref", "f+b x ref", "fwd x fp32",
+          "fwd GB/s", "% copy", "official fwd/f+b", "x official", "target fwd/f+b"]
+WIDTHS = [6, 24, 9, 9, 9, 10, 9, 9, 10, 8, 6, 16, 10, 14]
 
 
-def _report(op_name: str, label: str, dtype: torch.dtype, timings: dict[str, Timing], device: torch.device,
-            traffic: int | None, official: tuple[float, float] | None) -> None:
+def _pair(values: tuple[float | None, float | None] | None) -> str:
+    if values is None:
+        return "-"
+    return "/".join("-" if v is None else f"{v:.2f}" for v in values)
+
+
+@dataclass
+class Context:
+    """What every row of one run shares: the device, its copy bandwidth and the fp32 timings so far."""
+
+    device: torch.device
+    copy_gbps: float | None
+    fp32: dict[tuple[str, str, str], Timing]
+
+
+def _report(ctx: Context, op_name: str, label: str, dtype: torch.dtype, timings: dict[str, Timing],
+            traffic: int | None, reference: Reference | None) -> None:
     ref = timings.get("reference")
     for backend, t in timings.items():
-        speed_f = f"{ref.forward_ms / t.forward_ms:.2f}" if ref else "-"
-        speed_t = f"{ref.train_ms / t.train_ms:.2f}" if ref else "-"
-        gbps = f"{traffic / t.forward_ms / 1e6:.0f}" if traffic and device.type == "cuda" else "-"
-        off, ratio = "-", "-"
-        if official and backend == "cuda" and dtype == torch.float32:
-            off = f"{official[0]:.2f}/{official[1]:.2f}"
-            ratio = f"{official[0] / t.forward_ms:.2f}/{official[1] / t.train_ms:.2f}"
-        print(_row([op_name, label, str(dtype).replace("torch.", ""), backend, f"{t.forward_ms:.3f}",
-                    f"{t.train_ms:.3f}", speed_f, speed_t, gbps, off, ratio], WIDTHS), flush=True)
+        if dtype == torch.float32:
+            ctx.fp32[(op_name, label, backend)] = t
+        base = ctx.fp32.get((op_name, label, backend))
+        cells = [op_name, label, str(dtype).replace("torch.", ""), backend, f"{t.forward_ms:.3f}", f"{t.train_ms:.3f}",
+                 f"{ref.forward_ms / t.forward_ms:.2f}" if ref else "-",
+                 f"{ref.train_ms / t.train_ms:.2f}" if ref else "-",
+                 f"{base.forward_ms / t.forward_ms:.2f}" if base else "-"]
+        gbps = traffic / t.forward_ms / 1e6 if traffic and ctx.device.type == "cuda" else None
+        share = f"{100 * gbps / ctx.copy_gbps:.0f}" if gbps and ctx.copy_gbps else "-"
+        cells += [f"{gbps:.0f}" if gbps else "-", share]
+        fp32_kernel = backend == "cuda" and dtype == torch.float32 and reference is not None
+        official = reference.official if fp32_kernel else None
+        cells += [_pair(official),
+                  f"{official[0] / t.forward_ms:.2f}/{official[1] / t.train_ms:.2f}" if official else "-",
+                  _pair(reference.target if fp32_kernel else None)]
+        print(_row(cells, WIDTHS), flush=True)
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -189,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     on_gpu = device.type == "cuda"
     dtypes = [getattr(torch, d) for d in (args.dtypes or (["float32", "float16", "bfloat16"] if on_gpu
                                                            else ["float32"]))]
+    dtypes.sort(key=lambda d: d != torch.float32)  # fp32 first: half types print their ratio to it
     shapes = {s: DCNV3_SHAPES.get(s) for s in args.dcnv3} if args.dcnv3 is not None else (
         DCNV3_SHAPES if on_gpu else CPU_DCNV3_SHAPES)
     presets = args.msda_preset if args.msda_preset is not None else (
@@ -196,18 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (50 if on_gpu else 5)
     warmup = args.warmup or (10 if on_gpu else 1)
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name} | torch {torch.__version__} | median of {repeats} runs after {warmup} warm-up")
+    ctx = Context(device, _copy_gbps(device), {})
+    copy = f" | copy {ctx.copy_gbps:.0f} GB/s" if ctx.copy_gbps else ""
+    cuda = f" | CUDA {torch.version.cuda}" if on_gpu else ""
+    print(f"device: {name} | torch {torch.__version__}{cuda}{copy} | median of {repeats} runs after {warmup} warm-up")
     print(_row(HEADER, WIDTHS))
     backends = _backends(device)
-    for shape, official in shapes.items():
+    for shape, reference in shapes.items():
         for dtype in dtypes:
             tensors = _dcnv3_inputs(shape, dtype, device)
             n, h, w, group, group_channels = shape
             timings = {b: _time_op(functools.partial(_dcnv3_3x3, group=group, group_channels=group_channels,
                                                      backend=b), tensors, device, repeats, warmup)
                        for b in backends}
-            _report("dcnv3", ",".join(map(str, shape)), dtype, timings, device, _dcnv3_bytes(shape, dtype)[0],
-                    official)
+            _report(ctx, "dcnv3", ",".join(map(str, shape)), dtype, timings, _dcnv3_bytes(shape, dtype)[0],
+                    reference)
     for preset in presets:
         for dtype in dtypes:
             tensors, (spatial, starts) = _msda_inputs(MSDA_PRESETS[preset], dtype, device)
@@ -215,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      backend=b), tensors, device, repeats, warmup)
                        for b in backends}
             batch, queries, heads, dim = MSDA_PRESETS[preset][:4]
-            _report("msda", preset, dtype, timings, device, _msda_bytes(tensors, batch * queries * heads * dim), None)
+            _report(ctx, "msda", preset, dtype, timings, _msda_bytes(tensors, batch * queries * heads * dim), None)
     return 0
 
 

@@ -27,3 +27,14 @@ def test_benchmark_prints_reference_and_kernel_rows(cpu_kernels, capsys):
                                             ("msda", "cpu")]
     assert all(r[6] == "1.00" for r in rows if r[3] == "reference")  # the reference is its own baseline
     assert all(float(r[6]) > 0 and float(r[7]) > 0 for r in rows)
+
+
+def test_benchmark_orders_fp32_first_and_prints_ratio_to_it(cpu_kernels, capsys):
+    tool = _load_tool()
+    assert tool.main(["--device", "cpu", "--dtypes", "float64", "float32", "--dcnv3", "1,5,6,2,4", "--msda-preset",
+                      "--repeats", "1", "--warmup", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(" dcnv3")]
+    assert [(r[2], r[3]) for r in rows] == [("float32", "reference"), ("float32", "cpu"), ("float64", "reference"),
+                                            ("float64", "cpu")]
+    assert all(float(r[8]) > 0 for r in rows)  # "fwd x fp32": the fp32 time of the same backend over this one
+    assert [r[8] for r in rows[:2]] == ["1.00", "1.00"]

@@ -92,11 +92,17 @@ def check_ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_inde
                  "batch and heads as in value, (x, y) last")
     _check_shape(op, "attention_weights", attention_weights, (n, queries, heads, levels, points),
                  "matching sampling_locations")
-    if torch.compiler.is_compiling() or value.device.type == "meta":
-        return  # the level table is data: unreadable on meta, and reading it would break a compiled graph
+    if torch.compiler.is_compiling() or value.device.type == "meta" or _capturing_cuda_graph(value):
+        # The level table is data: unreadable on meta, and reading it to the host would break a
+        # compiled graph or a CUDA graph capture. The kernels skip levels that do not fit in value.
+        return
     shapes = spatial_shapes.tolist()
     starts = level_start_index.tolist()
     for lvl, ((h, w), start) in enumerate(zip(shapes, starts)):
         if h < 1 or w < 1 or start < 0 or start + h * w > keys:
             raise ValueError(f"{op}: level {lvl} of size {h}x{w} starting at {start} does not fit in value's "
                              f"{keys} keys (check spatial_shapes and level_start_index)")
+
+
+def _capturing_cuda_graph(t: Tensor) -> bool:
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()

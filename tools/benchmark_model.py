@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from _runner_common import DictAction, register_all  # noqa: E402
+from _timing import median_seconds  # noqa: E402
 
 
 def nominal_ego2img(height: int, width: int) -> torch.Tensor:
@@ -64,24 +63,6 @@ def _to(data, device):
     if isinstance(data, list):
         return [_to(v, device) for v in data]
     return data
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def build_model(config: str, options: dict | None, with_cp: bool, frames: int | None):
@@ -141,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step = _timed(train_step, device, args.iters, args.warmup)
+    step = median_seconds(train_step, device, args.iters, args.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     model.eval()
-    inference = _timed(infer, device, args.iters, args.warmup)
+    inference = median_seconds(infer, device, args.iters, args.warmup)
     print(f"training step: {step * 1e3:.1f} ms median | peak memory {peak:.2f} GiB")
     print(f"inference: {inference * 1e3:.1f} ms per batch | {args.batch / inference:.2f} samples/s | "
           f"{6 * args.batch / inference:.1f} current-frame camera images/s")

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 import ops
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_seconds  # noqa: E402
 
 
 # Default DCNv3 shapes (N, H, W, groups, channels per group) with the official kernel's fp32 median
@@ -62,22 +64,8 @@ class Timing:
     train_ms: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return 1e3 * median_seconds(fn, device, repeats, warmup)
 
 
 def _time_op(op: Callable[..., torch.Tensor], tensors: list[torch.Tensor], device: torch.device, repeats: int,

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every GPU check of the ops, backbone and BEV work in one go, one log per stage, so that a session
+# with a GPU spends its device time measuring rather than typing.
+#
+#   bash tools/gpu_acceptance.sh OUT_DIR [STAGE ...]
+#
+# Stages (default: tests ops backbone model):
+#   tests     CUDA kernels vs the float64 reference in every dtype (pytest -m gpu)
+#   ops       tools/benchmark_ops.py: op times vs the reference, official figures and targets
+#   backbone  tools/benchmark_backbone.py: InternImage throughput, latency, training speed and memory
+#   model     tools/benchmark_model.py: BEVFormer v2 InternImage-B, 6 x 640x1600, bf16, with_cp
+#   train     the demo for 20 minutes with hybrid queries, then 20 minutes without
+# Set PYTHON to choose the interpreter (default: .venv/bin/python if present, else python).
+set -uo pipefail
+out=${1:?usage: bash tools/gpu_acceptance.sh OUT_DIR [tests|ops|backbone|model|train ...]}
+shift
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests ops backbone model)
+py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}
+mkdir -p "$out"
+
+run() {
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$@" 2>&1 | tee "$out/$name.log"
+  echo "$name: exit ${PIPESTATUS[0]}" | tee -a "$out/summary.txt"
+}
+
+for stage in "${stages[@]}"; do
+  case $stage in
+    tests) run gpu_tests "$py" -m pytest -m gpu tests -q ;;
+    ops) run benchmark_ops "$py" tools/benchmark_ops.py ;;
+    backbone) run benchmark_backbone "$py" tools/benchmark_backbone.py ;;
+    model) run benchmark_model "$py" tools/benchmark_model.py configs/bev/bevformer_v2_internimage_b_nus.py \
+      --resolution 640x1600 --amp bfloat16 --with-cp ;;
+    train)
+      run train_hybrid "$py" tools/demo.py --out "$out/demo_hybrid" --max-minutes 20
+      run train_plain "$py" tools/demo.py --out "$out/demo_plain" --max-minutes 20 \
+        --cfg-options model.hybrid_queries=0 ;;
+    *) echo "unknown stage '$stage' (tests, ops, backbone, model, train)" >&2; exit 2 ;;
+  esac
+done

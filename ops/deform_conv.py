@@ -27,15 +27,15 @@ def _kernels(device: torch.device):
 @torch.library.custom_op("perception_ops::dcnv3", mutates_args=())
 def _dcnv3_op(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int, stride_h: int,
               stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int,
-              group_channels: int, offset_scale: float, remove_center: bool) -> Tensor:
+              group_channels: int, offset_scale: float, remove_center: bool, mask_softmax: bool = False) -> Tensor:
     return _kernels(input.device).dcnv3_forward(
         input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-        group, group_channels, offset_scale, remove_center)
+        group, group_channels, offset_scale, remove_center, mask_softmax)
 
 
 @_dcnv3_op.register_fake
 def _(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-      group, group_channels, offset_scale, remove_center):
+      group, group_channels, offset_scale, remove_center, mask_softmax=False):
     n, height, width, channels = input.shape
     out_h = dcnv3_output_size(height, kernel_h, stride_h, pad_h, dilation_h)
     out_w = dcnv3_output_size(width, kernel_w, stride_w, pad_w, dilation_w)
@@ -46,10 +46,10 @@ def _(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
 def _dcnv3_backward_op(input: Tensor, offset: Tensor, mask: Tensor, grad_output: Tensor, kernel_h: int,
                        kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int,
                        dilation_w: int, group: int, group_channels: int, offset_scale: float,
-                       remove_center: bool) -> tuple[Tensor, Tensor, Tensor]:
+                       remove_center: bool, mask_softmax: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(_kernels(input.device).dcnv3_backward(
         input, offset, mask, grad_output, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
-        dilation_w, group, group_channels, offset_scale, remove_center))
+        dilation_w, group, group_channels, offset_scale, remove_center, mask_softmax))
 
 
 @_dcnv3_backward_op.register_fake
@@ -57,20 +57,16 @@ def _(input, offset, mask, grad_output, *args):
     return torch.empty_like(input), torch.empty_like(offset), torch.empty_like(mask)
 
 
-_SCALAR_ARGS = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w",
-                "group", "group_channels", "offset_scale", "remove_center")
-
-
 def _setup_context(ctx, inputs, output):
     input, offset, mask, *scalars = inputs
     ctx.save_for_backward(input, offset, mask)
-    ctx.scalars = scalars
+    ctx.scalars = scalars  # the schema default fills in mask_softmax when a caller omits it
 
 
 def _backward(ctx, grad_output):
     input, offset, mask = ctx.saved_tensors
     grads = _dcnv3_backward_op(input, offset, mask, grad_output.contiguous(), *ctx.scalars)
-    return (*grads, *([None] * len(_SCALAR_ARGS)))
+    return (*grads, *([None] * len(ctx.scalars)))
 
 
 _dcnv3_op.register_autograd(_backward, setup_context=_setup_context)
@@ -79,15 +75,18 @@ _dcnv3_op.register_autograd(_backward, setup_context=_setup_context)
 def dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int, stride_h: int,
           stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int,
           group_channels: int, offset_scale: float, remove_center: bool = False,
-          backend: str | None = None) -> Tensor:
+          backend: str | None = None, *, mask_softmax: bool = False) -> Tensor:
     """DCNv3 core with the official arguments in the official order (no ``im2col_step``).
 
     Args:
         input: (N, H, W, group·group_channels), channels-last.
         offset: (N, H_out, W_out, group·P·2), per group and point the (x, y) offset in pixels.
-        mask: (N, H_out, W_out, group·P), the (post-softmax) weight of each point.
+        mask: (N, H_out, W_out, group·P), the (post-softmax) weight of each point, or with
+            ``mask_softmax`` its logits.
         remove_center: drop the window centre (P = k_h·k_w − 1).
         backend: None (automatic), "reference", "cpu" or "cuda".
+        mask_softmax: softmax the mask over each group's points inside the op (one pass over the
+            logits instead of a separate softmax, whose output would also be kept for backward).
     Returns:
         (N, H_out, W_out, group·group_channels).
     """
@@ -95,7 +94,7 @@ def dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: 
                 dilation_w, group, group_channels, remove_center)
     offset, mask = unify_dtypes("dcnv3", "input", input, offset=offset, mask=mask)
     args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
-            float(offset_scale), bool(remove_center))
+            float(offset_scale), bool(remove_center), bool(mask_softmax))
     chosen = select_backend(backend, input.device)
     if chosen == "reference":
         return dcnv3_reference(input, offset, mask, *args)

@@ -108,11 +108,11 @@ class DCNv3(nn.Module):
         x_proj = x
         x1 = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = self.offset(x1)
-        mask = self.mask(x1).reshape(n, height, width, self.group, -1)
-        mask = F.softmax(mask, dim=-1).reshape(n, height, width, -1).type_as(x)
-        x = dcnv3(x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride, self.pad,
+        # Logits: the op applies the softmax over each group's points itself (mask_softmax).
+        mask_logits = self.mask(x1).type_as(x)
+        x = dcnv3(x, offset, mask_logits, self.kernel_size, self.kernel_size, self.stride, self.stride, self.pad,
                   self.pad, self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale,
-                  self.remove_center, backend=self.backend)
+                  self.remove_center, backend=self.backend, mask_softmax=True)
         if self.center_feature_scale:
             scale = torch.sigmoid(F.linear(x1, self.center_feature_scale_proj_weight,
                                            self.center_feature_scale_proj_bias))

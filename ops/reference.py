@@ -84,13 +84,14 @@ def _kernel_points(kernel_h: int, kernel_w: int, dilation_h: int, dilation_w: in
 def dcnv3_reference(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int,
                     stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int,
                     dilation_w: int, group: int, group_channels: int, offset_scale: float,
-                    remove_center: bool = False) -> Tensor:
+                    remove_center: bool = False, mask_softmax: bool = False) -> Tensor:
     """DCNv3 core: input (N, H, W, G·Cg), offset (N, Ho, Wo, G·P·2), mask (N, Ho, Wo, G·P).
 
     For output pixel (ho, wo), group g and window point (dx, dy):
         loc_w = wo·stride_w + half_w − pad_w + (dx + Δx)·offset_scale
         loc_h = ho·stride_h + half_h − pad_h + (dy + Δy)·offset_scale
-    and out = Σ_p mask · bilinear(input, loc_h, loc_w), per group.
+    and out = Σ_p mask · bilinear(input, loc_h, loc_w), per group. With ``mask_softmax`` the mask
+    holds logits and is first softmaxed over each group's points.
     """
     n, height, width, channels = input.shape
     points = _kernel_points(kernel_h, kernel_w, dilation_h, dilation_w, remove_center)
@@ -99,6 +100,8 @@ def dcnv3_reference(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, 
     num_points = len(points)
     offset = offset.reshape(n, out_h, out_w, group, num_points, 2)
     mask = mask.reshape(n, out_h, out_w, group, num_points)
+    if mask_softmax:
+        mask = mask.softmax(-1)
     flat = input.reshape(n * height * width * group, group_channels)
     device = input.device
     base = (torch.arange(n, device=device).view(n, 1, 1, 1) * (height * width * group)

@@ -15,23 +15,24 @@ void check_same(const torch::Tensor& ref, const torch::Tensor& t, const char* na
 DCNv3Geometry make_geometry(const torch::Tensor& input, const torch::Tensor& offset, int64_t kernel_h,
                             int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                             int64_t dilation_h, int64_t dilation_w, int64_t group, int64_t group_channels,
-                            double offset_scale, bool remove_center) {
+                            double offset_scale, bool remove_center, bool mask_softmax) {
   TORCH_CHECK(input.dim() == 4 && offset.dim() == 4, "dcnv3: input and offset must be 4-D (N, H, W, C)");
   const int64_t points = kernel_h * kernel_w - (remove_center ? 1 : 0);
   return {input.size(0), input.size(1), input.size(2), offset.size(1), offset.size(2),
           kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-          group, group_channels, points, offset_scale, remove_center};
+          group, group_channels, points, offset_scale, remove_center, mask_softmax};
 }
 
 torch::Tensor dcnv3_forward(const torch::Tensor& input, const torch::Tensor& offset, const torch::Tensor& mask,
                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                             int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
-                            int64_t group_channels, double offset_scale, bool remove_center) {
+                            int64_t group_channels, double offset_scale, bool remove_center, bool mask_softmax) {
   check_same(input, input, "input");
   check_same(input, offset, "offset");
   check_same(input, mask, "mask");
   const auto geo = make_geometry(input, offset, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                                 dilation_h, dilation_w, group, group_channels, offset_scale, remove_center);
+                                 dilation_h, dilation_w, group, group_channels, offset_scale, remove_center,
+                                 mask_softmax);
 #ifdef WITH_CUDA
   if (input.is_cuda()) return dcnv3_forward_cuda(input, offset, mask, geo);
 #endif
@@ -43,13 +44,14 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> dcnv3_backward(
     const torch::Tensor& input, const torch::Tensor& offset, const torch::Tensor& mask,
     const torch::Tensor& grad_output, int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
     int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group, int64_t group_channels,
-    double offset_scale, bool remove_center) {
+    double offset_scale, bool remove_center, bool mask_softmax) {
   check_same(input, input, "input");
   check_same(input, offset, "offset");
   check_same(input, mask, "mask");
   check_same(input, grad_output, "grad_output");
   const auto geo = make_geometry(input, offset, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                                 dilation_h, dilation_w, group, group_channels, offset_scale, remove_center);
+                                 dilation_h, dilation_w, group, group_channels, offset_scale, remove_center,
+                                 mask_softmax);
 #ifdef WITH_CUDA
   if (input.is_cuda()) return dcnv3_backward_cuda(input, offset, mask, grad_output, geo);
 #endif

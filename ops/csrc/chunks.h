@@ -93,6 +93,46 @@ PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int
 }
 
 // ---- DCNv3 ------------------------------------------------------------------------------------
+
+template <typename acc_t>
+PO_HD acc_t exp_of(acc_t x) {
+#ifdef __CUDA_ARCH__
+  return exp(x);  // CUDA's float and double overloads
+#else
+  return std::exp(x);
+#endif
+}
+
+// The weight of each point of one (pixel, group): the mask value itself, or with the softmax fused
+// in, exp(logit - max) / sum over the group's points, with max and sum computed once per chunk.
+template <typename acc_t>
+struct MaskWeights {
+  acc_t max = acc_t(0), inv_sum = acc_t(1);
+  bool softmax;
+  template <typename scalar_t>
+  PO_HD MaskWeights(const scalar_t* logits, int64_t points, bool softmax_) : softmax(softmax_) {
+    if (!softmax) return;
+    max = acc_t(logits[0]);
+    for (int64_t p = 1; p < points; ++p) max = acc_t(logits[p]) > max ? acc_t(logits[p]) : max;
+    acc_t sum = 0;
+    for (int64_t p = 0; p < points; ++p) sum += exp_of(acc_t(logits[p]) - max);
+    inv_sum = acc_t(1) / sum;
+  }
+  template <typename scalar_t>
+  PO_HD acc_t operator()(const scalar_t* logits, int64_t p) const {
+    return softmax ? exp_of(acc_t(logits[p]) - max) * inv_sum : acc_t(logits[p]);
+  }
+};
+
+// Backward of the fused softmax over one (pixel, group) row, in place: turns the gradients g of the
+// point weights s into those of the logits, s_p * (g_p - sum_q s_q g_q).
+template <typename acc_t, typename scalar_t, typename grad_t>
+PO_HD void mask_softmax_backward(const scalar_t* logits, grad_t* grad, int64_t points) {
+  const MaskWeights<acc_t> weights(logits, points, true);
+  acc_t dot = 0;
+  for (int64_t p = 0; p < points; ++p) dot += weights(logits, p) * acc_t(grad[p]);
+  for (int64_t p = 0; p < points; ++p) grad[p] = grad_t(weights(logits, p) * (acc_t(grad[p]) - dot));
+}
 // `np_` indexes (batch, output pixel); channels c0 .. c0 + VEC - 1 of group g.
 
 // Batch index and output row and column of `np_`, computed once per chunk: 64-bit division is
@@ -122,12 +162,13 @@ PO_HD void dcnv3_forward_chunk(const DCNv3Geometry& geo, const scalar_t* input, 
   const int64_t C = geo.channels();
   const scalar_t* base = input + site.n * geo.height * geo.width * C + g * geo.group_channels + c0;
   const int64_t sample0 = (np_ * geo.group + g) * geo.points;
+  const MaskWeights<acc_t> weights(mask + sample0, geo.points, geo.mask_softmax);
 #pragma unroll
   for (int i = 0; i < VEC; ++i) acc[i] = acc_t(0);
   for (int64_t p = 0; p < geo.points; ++p) {
     Bilinear<acc_t> s;
     if (!dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s)) continue;
-    gather_chunk<scalar_t, acc_t, VEC>(base, C, s, acc_t(mask[sample0 + p]), acc);
+    gather_chunk<scalar_t, acc_t, VEC>(base, C, s, weights(mask + sample0, p), acc);
   }
 }
 
@@ -140,11 +181,14 @@ PO_HD void dcnv3_backward_chunk(const DCNv3Geometry& geo, const scalar_t* input,
   const int64_t base_offset = site.n * geo.height * geo.width * C + g * geo.group_channels + c0;
   const int64_t sample0 = (np_ * geo.group + g) * geo.points;
   const acc_t scale = acc_t(geo.offset_scale);
+  // With the softmax fused, d_mask is the gradient of the point weight; the caller converts it to
+  // that of the logit with mask_softmax_backward once every chunk has committed.
+  const MaskWeights<acc_t> weights(mask + sample0, geo.points, geo.mask_softmax && active);
   for (int64_t p = 0; p < geo.points; ++p) {
     acc_t d_mask = 0, d_h = 0, d_w = 0;
     Bilinear<acc_t> s;
     if (active && dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s)) {
-      const acc_t m = acc_t(mask[sample0 + p]);
+      const acc_t m = weights(mask + sample0, p);
       gather_chunk_backward<scalar_t, acc_t, VEC>(input, base_offset, C, s, m, grad, scatter, d_mask, d_h, d_w);
       d_h *= m * scale;
       d_w *= m * scale;

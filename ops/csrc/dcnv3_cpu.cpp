@@ -51,6 +51,10 @@ void backward_kernel(const scalar_t* input, const scalar_t* offset, const scalar
           dcnv3_backward_chunk<scalar_t, acc_t, VEC>(geo, input, offset, mask, grad, np_, g, c0, true, scatter,
                                                      commit);
         }
+        if (geo.mask_softmax) {  // this task has committed every chunk of the row
+          const int64_t row = (np_ * geo.group + g) * geo.points;
+          mask_softmax_backward<acc_t>(mask + row, grad_mask + row, geo.points);
+        }
       }
     }
   });

@@ -4,6 +4,7 @@
 // one broadcast. The per-chunk arithmetic is chunks.h, shared with the CPU kernels.
 // Backward scatters grad_input with (vector) float atomics into an fp32 buffer for half types and
 // sums the lanes' offset and mask gradients with shuffles (atomics when lanes is not a power of 2).
+// With the mask softmax fused, a second small kernel turns the mask gradients into logit gradients.
 #include "cuda_utils.cuh"
 #include "kernels.h"
 
@@ -56,6 +57,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// With the softmax fused: turns the committed point-weight gradients of each (pixel, group) row into
+// logit gradients, once the main backward kernel has summed every chunk's share.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    dcnv3_mask_softmax_backward_kernel(const scalar_t* __restrict__ logits, acc_t* __restrict__ grad_mask,
+                                       int64_t rows, int64_t points) {
+  for (int64_t row = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; row < rows;
+       row += int64_t(gridDim.x) * blockDim.x) {
+    mask_softmax_backward<acc_t>(logits + row * points, grad_mask + row * points, points);
+  }
+}
+
 }  // namespace
 
 torch::Tensor dcnv3_forward_cuda(const torch::Tensor& input, const torch::Tensor& offset,
@@ -104,6 +117,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> dcnv3_backward_cuda(
             lanes_fit_warp(lanes));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
+      if (geo.mask_softmax) {
+        const int64_t rows = geo.batch * geo.out_h * geo.out_w * geo.group;
+        dcnv3_mask_softmax_backward_kernel<scalar_t, acc_t><<<grid_blocks(rows), kThreads, 0, stream>>>(
+            mask.const_data_ptr<scalar_t>(), grad_mask.mutable_data_ptr<acc_t>(), rows, geo.points);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     });
   }
   const auto dtype = input.scalar_type();

@@ -63,6 +63,7 @@ struct DCNv3Geometry {
   int64_t group, group_channels, points;
   double offset_scale;
   bool remove_center;
+  bool mask_softmax;  // mask holds logits; the kernels apply softmax over each group's points
 
   PO_HD int64_t channels() const { return group * group_channels; }
   // Window displacement (before offset_scale) of point p, in (dx, dy).

@@ -55,6 +55,22 @@ def test_dcnv3_cuda_matches_reference(cuda_kernels, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
+@pytest.mark.parametrize("case", ["base", "remove_center", "gc12_three_chunks", "stride2_gc32"])
+def test_dcnv3_cuda_fused_mask_softmax(cuda_kernels, case, dtype):
+    # Truth: torch.softmax over each group's points, then the float64 reference, with autograd.
+    input, offset, _, args = dcnv3_case(**DCNV3_CASES[case], seed=13)
+    logits = torch.randn(*offset.shape[:-1], offset.shape[-1] // 2, dtype=torch.float64) * 3
+    group = args[8]
+    rounded = [t.to(dtype).double() for t in (input, offset, logits)]
+    grad_out = torch.randn(*input.shape[:1], *offset.shape[1:3], input.shape[-1], dtype=torch.float64)
+    ref = _run(lambda a, b, c: ops.dcnv3(a, b, c.unflatten(-1, (group, -1)).softmax(-1).flatten(-2), *args,
+                                         backend="reference"), rounded, grad_out)
+    out = _run(lambda a, b, c: ops.dcnv3(a, b, c, *args, backend="cuda", mask_softmax=True),
+               [t.to(dtype).cuda() for t in (input, offset, logits)], grad_out.cuda())
+    _compare(*out, *ref, dtype, ("input", "offset", "logits"))
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
 @pytest.mark.parametrize("case", MSDA_CASES, ids=list(MSDA_CASES))
 def test_msda_cuda_matches_reference(cuda_kernels, case, dtype):
     value, shapes, starts, loc, weights = msda_case(**MSDA_CASES[case], seed=7)

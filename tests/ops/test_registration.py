@@ -13,10 +13,11 @@ def test_opcheck_dcnv3(cpu_kernels):
     input, offset, mask, args = dcnv3_case(n=2, h=5, w=6, group=2, group_channels=4, seed=5)
     for t in (input, offset, mask):
         t.requires_grad_(True)
-    torch.library.opcheck(torch.ops.perception_ops.dcnv3.default, (input, offset, mask, *args))
     grad = torch.randn(2, 5, 6, 8, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.perception_ops.dcnv3_backward.default,
-                          (input.detach(), offset.detach(), mask.detach(), grad, *args))
+    for mask_softmax in (False, True):
+        torch.library.opcheck(torch.ops.perception_ops.dcnv3.default, (input, offset, mask, *args, mask_softmax))
+        torch.library.opcheck(torch.ops.perception_ops.dcnv3_backward.default,
+                              (input.detach(), offset.detach(), mask.detach(), grad, *args, mask_softmax))
 
 
 def test_opcheck_ms_deform_attn(cpu_kernels):

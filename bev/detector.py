@@ -10,6 +10,13 @@ History, v2 style: the BEV of frame t is built from frame t's images with
 so every history BEV is already aligned with the current frame. History BEVs are computed without
 gradients and in eval mode.
 
+Image flip, v2 style: the augmentation may mirror a sample's images (``cams['img_aug']`` then has a
+negative x scale, and ``ego2img`` includes the mirror). The FPN features of mirrored images are
+flipped back, and the matrices are mirrored back to match (about the padded input width, the frame
+of the normalised coordinates the sampling uses). Everything after the image side then sees
+unmirrored geometry: the deformable attention's learned offsets point the same way for every
+sample, and the perspective head's targets come from a right-handed camera.
+
 Video test mode (``model.video_mode = True``, needs ``meta[i]['frame_tokens']``): the FPN features
 of each frame are cached by sample token, so running a sequence frame by frame computes every
 frame's backbone once instead of ``num_frames`` times. Only the cheap re-projection into the
@@ -23,6 +30,8 @@ from collections import OrderedDict
 import torch
 from mmengine.model import BaseModel
 from torch import Tensor, nn
+
+from perception.structures.cameras import image_aug_matrix
 
 from .temporal import ResidualConvFusion, fill_missing_history
 
@@ -63,6 +72,36 @@ def _build(component, **defaults):
     return MODELS.build(cfg)
 
 
+def image_flips(cams: dict) -> Tensor | None:
+    """(B, T, Ncam) bool, the images the augmentation mirrored (negative x scale in ``img_aug``), or
+    None when there are none."""
+    aug = cams.get("img_aug")
+    if aug is None:
+        return None
+    flips = aug[..., 0, 0] < 0
+    return flips if bool(flips.any()) else None
+
+
+def flip_back(features: list[Tensor], flips: Tensor | None) -> list[Tensor]:
+    """Mirror the (B·Ncam, C, h, w) maps of mirrored images back along the width."""
+    if flips is None:
+        return features
+    mirrored = flips.reshape(-1, 1, 1, 1).to(features[0].device)
+    return [torch.where(mirrored, f.flip(-1), f) for f in features]
+
+
+def feature_ego2img(ego2img: Tensor, flips: Tensor | None, width: int) -> Tensor:
+    """The ego-to-pixel matrices of the flipped-back features: u -> width - u for mirrored images.
+
+    A flipped-back map read at normalised u / width is the mirrored map read at 1 - u / width, so
+    mirroring about the padded input width is exact for the sampling, whatever the padding."""
+    if flips is None:
+        return ego2img
+    mirror = torch.as_tensor(image_aug_matrix(flip=True, out_width=width), dtype=ego2img.dtype,
+                             device=ego2img.device)
+    return torch.where(flips[..., None, None].to(ego2img.device), mirror @ ego2img, ego2img)
+
+
 class BEVFormerV2(BaseModel):
     """Components may be modules or config dicts; ``bev_grid`` (a dict of BEVGrid arguments or a
     grid object) is handed to the encoder and the head when they are built from dicts."""
@@ -94,13 +133,14 @@ class BEVFormerV2(BaseModel):
     def _per_camera(self, features: list[Tensor], batch: int) -> list[Tensor]:
         return [f.view(batch, -1, *f.shape[1:]) for f in features[: self.bev_levels]]
 
-    def _frame_features(self, images: Tensor, tokens: list[str] | None) -> list[Tensor]:
-        """FPN features of one frame's cameras, reused from the video cache when possible."""
+    def _frame_features(self, images: Tensor, tokens: list[str] | None, flips: Tensor | None) -> list[Tensor]:
+        """FPN features of one frame's cameras, mirrored images flipped back, reused from the video
+        cache when possible. ``flips`` (B, Ncam) marks the mirrored images."""
         if not (self.video_mode and tokens):
-            return self.image_features(images)
+            return flip_back(self.image_features(images), flips)
         missing = [i for i, tok in enumerate(tokens) if tok not in self.video_cache]
         if missing:
-            fresh = self.image_features(images[missing])
+            fresh = flip_back(self.image_features(images[missing]), None if flips is None else flips[missing])
             n = images.shape[1]
             for j, i in enumerate(missing):
                 self._cache_put(tokens[i], [f[j * n:(j + 1) * n] for f in fresh])
@@ -114,7 +154,7 @@ class BEVFormerV2(BaseModel):
 
     # -- BEV side -------------------------------------------------------------------------------
     def _history_bevs(self, img: Tensor, ego2img: Tensor, prev2curr: Tensor, image_size: tuple[int, int],
-                      tokens: list[list[str]] | None) -> list[Tensor]:
+                      tokens: list[list[str]] | None, flips: Tensor | None) -> list[Tensor]:
         bevs = []
         was_training = self.training
         self.eval()
@@ -123,7 +163,8 @@ class BEVFormerV2(BaseModel):
                 # Project the current grid into frame t: current ego -> frame t ego -> frame t image.
                 to_past = ego2img[:, t].float() @ torch.linalg.inv(prev2curr[:, t].float())[:, None]
                 frame_tokens = [seq[t] for seq in tokens] if tokens else None
-                feats = self._per_camera(self._frame_features(img[:, t], frame_tokens), img.shape[0])
+                frame_flips = None if flips is None else flips[:, t]
+                feats = self._per_camera(self._frame_features(img[:, t], frame_tokens, frame_flips), img.shape[0])
                 bevs.append(self.encoder(feats, to_past, image_size))
         self.train(was_training)
         return bevs
@@ -135,16 +176,18 @@ class BEVFormerV2(BaseModel):
             raise ValueError(f"img must be (B, T, Ncam, 3, H, W), got shape {tuple(img.shape)}")
         b, t = img.shape[:2]
         image_size = tuple(img.shape[-2:])
-        ego2img = cams["ego2img"]
+        flips = image_flips(cams)
+        ego2img = feature_ego2img(cams["ego2img"], flips, image_size[1])
         frame_tokens = [m["frame_tokens"] for m in meta] if self.video_mode and meta else None
-        current = self._frame_features(img[:, -1], [seq[-1] for seq in frame_tokens] if frame_tokens else None)
+        current = self._frame_features(img[:, -1], [seq[-1] for seq in frame_tokens] if frame_tokens else None,
+                                       None if flips is None else flips[:, -1])
         bev = self.encoder(self._per_camera(current, b), ego2img[:, -1], image_size)
         if self.fusion is None:
             return bev, current
         frames = min(t, self.num_frames)
         tokens = [seq[-frames:-1] for seq in frame_tokens] if frame_tokens else None
         history = self._history_bevs(img[:, -frames:], ego2img[:, -frames:], ego["prev2curr"][:, -frames:],
-                                     image_size, tokens)
+                                     image_size, tokens, None if flips is None else flips[:, -frames:])
         valid = ego.get("history_valid", torch.ones(b, t, dtype=torch.bool, device=img.device))[:, -frames:]
         bevs = fill_missing_history(history + [bev], valid.to(bev.device))
         missing_slots = self.num_frames - frames  # fewer frames given than the model fuses
@@ -162,7 +205,7 @@ class BEVFormerV2(BaseModel):
     def forward(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None, mode: str = "tensor",
                 gt_boxes: list[Tensor] | None = None, gt_labels: list[Tensor] | None = None, **unused):
         bev, features = self.extract(img, cams, ego, meta)
-        ego2img = cams["ego2img"][:, -1]
+        ego2img = feature_ego2img(cams["ego2img"], image_flips(cams), img.shape[-1])[:, -1]
         persp_out = self.perspective_head(features) if self.perspective_head is not None else None
         outputs = self.head(bev, self._extra_queries(persp_out, ego2img))
         if mode == "tensor":

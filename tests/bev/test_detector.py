@@ -50,6 +50,54 @@ def test_missing_history_uses_the_nearest_available_frame():
         torch.testing.assert_close(model(img_other, cams, ego)[-1][0], missing[-1][0])
 
 
+def _mirror_equivariant_image_side(model):
+    """Swap the learned image side for adaptive average pooling to each FPN level's size plus a fixed
+    1x1 channel map. Both commute with a horizontal mirror, so a mirrored image gives exactly the
+    mirrored features, and flipping them back must give the original sample's features."""
+    learned = model.image_features
+    mix = torch.randn(model.encoder.embed_dims, 3, generator=torch.Generator().manual_seed(5))
+
+    def image_features(images):  # (B, Ncam, 3, H, W) -> per level (B·Ncam, C, h, w)
+        shapes = [f.shape[-2:] for f in learned(images)]
+        flat = images.flatten(0, 1)
+        return [torch.einsum("dc,nchw->ndhw", mix, torch.nn.functional.adaptive_avg_pool2d(flat, s))
+                for s in shapes]
+
+    model.image_features = image_features
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_mirrored_images_are_flipped_back_to_the_original_geometry(frames):
+    # Truth: the unmirrored sample. The mirrored one has its images flipped, img_aug = the flip and
+    # ego2img = flip @ ego2img, as ResizeCropFlipImage writes them. With features and matrices
+    # flipped back, everything after the image side must see the original sample, learned
+    # sampling offsets and perspective proposals included.
+    from perception.structures.cameras import image_aug_matrix
+
+    model = tiny_model(num_frames=frames, hybrid_queries=8).eval()
+    _mirror_equivariant_image_side(model)
+    img, cams, ego = _inputs(1, frames, seed=4)
+    flip = torch.as_tensor(image_aug_matrix(flip=True, out_width=IMAGE_W), dtype=torch.float32)
+    mirrored = dict(ego2img=flip @ cams["ego2img"], img_aug=flip.expand(1, frames, 6, 4, 4).clone())
+    with torch.no_grad():
+        expected = model(img, cams, ego)
+        actual = model(img.flip(-1), mirrored, ego)
+    for (logits, codes), (logits_m, codes_m) in zip(expected, actual):
+        torch.testing.assert_close(logits_m, logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(codes_m, codes, rtol=1e-4, atol=1e-4)
+
+
+def test_flip_back_matrix_undoes_the_augmentation_flip():
+    from bev.detector import feature_ego2img
+    from perception.structures.cameras import image_aug_matrix
+
+    ego2img = rig_ego2img(1, 1)
+    flip = torch.as_tensor(image_aug_matrix(flip=True, out_width=IMAGE_W), dtype=torch.float32)
+    flags = torch.tensor([[[True, False, True, False, False, True]]])
+    mixed = torch.where(flags[..., None, None], flip @ ego2img, ego2img)
+    torch.testing.assert_close(feature_ego2img(mixed, flags, IMAGE_W), ego2img)
+
+
 @pytest.mark.slow
 def test_loss_decreases_when_overfitting_one_sample():
     model = tiny_model(group_detr=2, hybrid_queries=4).train()

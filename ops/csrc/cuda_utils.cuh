@@ -41,6 +41,16 @@ int aligned_chunk_cap(std::initializer_list<const void*> pointers) {
   return cap;
 }
 
+// Thread index -> (row, group, lane): the chunk `lane` of group `group` of row `row`, where a row is
+// one (batch, output pixel) of DCNv3 or one (batch, query) of MSDA and a group a DCNv3 group or an
+// MSDA head. Consecutive threads are consecutive lanes of a group, then consecutive groups.
+struct ChunkThread {
+  int64_t row, group;
+  int lane;
+  __device__ __forceinline__ ChunkThread(int64_t idx, int64_t groups, int lanes)
+      : row(idx / lanes / groups), group((idx / lanes) % groups), lane(int(idx % lanes)) {}
+};
+
 // True when the lanes of a group form an aligned power-of-two segment of a warp, so that their
 // per-sample gradients can be summed with shuffles instead of atomics.
 inline bool lanes_fit_warp(int64_t lanes) { return lanes <= 32 && (lanes & (lanes - 1)) == 0; }

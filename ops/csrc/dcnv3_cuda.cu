@@ -11,14 +11,6 @@
 namespace perception_ops {
 namespace {
 
-// Thread index -> (batch * pixel, group, lane).
-struct DCNv3Thread {
-  int64_t np_, g;
-  int lane;
-  __device__ __forceinline__ DCNv3Thread(int64_t idx, int64_t group, int lanes)
-      : np_(idx / lanes / group), g((idx / lanes) % group), lane(int(idx % lanes)) {}
-};
-
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
     dcnv3_forward_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ offset,
@@ -26,11 +18,11 @@ __global__ void __launch_bounds__(kThreads)
                          int64_t total, int lanes) {
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const DCNv3Thread t(idx, geo.group, lanes);
+    const ChunkThread t(idx, geo.group, lanes);  // row = (batch, output pixel)
     const int64_t c0 = int64_t(t.lane) * VEC;
     acc_t acc[VEC];
-    dcnv3_forward_chunk<scalar_t, acc_t, VEC>(geo, input, offset, mask, t.np_, t.g, c0, acc);
-    store_chunk<scalar_t, acc_t, VEC>(out + t.np_ * geo.channels() + t.g * geo.group_channels + c0, acc);
+    dcnv3_forward_chunk<scalar_t, acc_t, VEC>(geo, input, offset, mask, t.row, t.group, c0, acc);
+    store_chunk<scalar_t, acc_t, VEC>(out + t.row * geo.channels() + t.group * geo.group_channels + c0, acc);
   }
 }
 
@@ -47,12 +39,13 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t base = blockIdx.x * int64_t(blockDim.x); base < total; base += int64_t(gridDim.x) * blockDim.x) {
     const int64_t idx = base + threadIdx.x;
     const bool active = idx < total;
-    const DCNv3Thread t(active ? idx : 0, geo.group, lanes);
+    const ChunkThread t(active ? idx : 0, geo.group, lanes);
     const int64_t c0 = int64_t(t.lane) * VEC;
     acc_t grad[VEC];
-    load_chunk<scalar_t, acc_t, VEC>(grad_out + t.np_ * geo.channels() + t.g * geo.group_channels + c0, grad);
+    const int64_t at = t.row * geo.channels() + t.group * geo.group_channels + c0;
+    load_chunk<scalar_t, acc_t, VEC>(grad_out + at, grad);
     const LaneCommit<acc_t> commit{grad_mask, grad_offset, lanes, t.lane, shuffle, active};
-    dcnv3_backward_chunk<scalar_t, acc_t, VEC>(geo, input, offset, mask, grad, t.np_, t.g, c0, active, scatter,
+    dcnv3_backward_chunk<scalar_t, acc_t, VEC>(geo, input, offset, mask, grad, t.row, t.group, c0, active, scatter,
                                                commit);
   }
 }

@@ -16,14 +16,6 @@ struct LevelTables {
   const int64_t* starts;
 };
 
-// Thread index -> (batch * query, head, lane).
-struct MSDAThread {
-  int64_t nq, m;
-  int lane;
-  __device__ __forceinline__ MSDAThread(int64_t idx, int64_t heads, int lanes)
-      : nq(idx / lanes / heads), m((idx / lanes) % heads), lane(int(idx % lanes)) {}
-};
-
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
     msda_forward_kernel(const scalar_t* __restrict__ value, LevelTables levels, const scalar_t* __restrict__ loc,
@@ -31,11 +23,12 @@ __global__ void __launch_bounds__(kThreads)
                         int lanes) {
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const MSDAThread t(idx, sh.heads, lanes);
+    const ChunkThread t(idx, sh.heads, lanes);  // row = (batch, query), group = head
     const int64_t c0 = int64_t(t.lane) * VEC;
     acc_t acc[VEC];
-    msda_forward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, t.nq, t.m, c0, acc);
-    store_chunk<scalar_t, acc_t, VEC>(out + (t.nq * sh.heads + t.m) * sh.dim + c0, acc);
+    msda_forward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, t.row, t.group, c0,
+                                             acc);
+    store_chunk<scalar_t, acc_t, VEC>(out + (t.row * sh.heads + t.group) * sh.dim + c0, acc);
   }
 }
 
@@ -50,12 +43,12 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t base = blockIdx.x * int64_t(blockDim.x); base < total; base += int64_t(gridDim.x) * blockDim.x) {
     const int64_t idx = base + threadIdx.x;
     const bool active = idx < total;
-    const MSDAThread t(active ? idx : 0, sh.heads, lanes);
+    const ChunkThread t(active ? idx : 0, sh.heads, lanes);
     const int64_t c0 = int64_t(t.lane) * VEC;
     acc_t grad[VEC];
-    load_chunk<scalar_t, acc_t, VEC>(grad_out + (t.nq * sh.heads + t.m) * sh.dim + c0, grad);
+    load_chunk<scalar_t, acc_t, VEC>(grad_out + (t.row * sh.heads + t.group) * sh.dim + c0, grad);
     const LaneCommit<acc_t> commit{grad_attn, grad_loc, lanes, t.lane, shuffle, active};
-    msda_backward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, grad, t.nq, t.m,
+    msda_backward_chunk<scalar_t, acc_t, VEC>(sh, value, levels.shapes, levels.starts, loc, attn, grad, t.row, t.group,
                                               c0, active, scatter, commit);
   }
 }

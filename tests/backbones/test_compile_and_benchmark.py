@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_backbone.py"
+from tests.tool_loader import load_tool
 
 
 def test_compiled_fullgraph_matches_eager_forward_and_backward(make_tiny, seeded):
@@ -27,16 +23,9 @@ def test_compiled_fullgraph_matches_eager_forward_and_backward(make_tiny, seeded
         torch.testing.assert_close(p.grad, expected_grads[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_backbone", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_benchmark_tool_runs_issue_cases_on_cpu_without_official_figures(capsys):
-    tool = _load_tool()
+    tool = load_tool("benchmark_backbone")
     assert tool.main(["--device", "cpu", "--case", "t_latency", "t_train", "--batch", "2", "--size", "32",
                       "--amp", "none", "--iters", "1", "--warmup", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("t_")]
@@ -47,7 +36,7 @@ def test_benchmark_tool_runs_issue_cases_on_cpu_without_official_figures(capsys)
 
 
 def test_benchmark_ratio_to_official_figures():
-    tool = _load_tool()
+    tool = load_tool("benchmark_backbone")
     ours = tool.Figures(img_s=5864.0, ms=3.07, gib=8.0)
     text = tool.describe(ours, tool.Figures(img_s=2932, ms=30.7, gib=8.4), tool.Figures(img_s=4400, ms=5.0, gib=8.4))
     assert "x2.00, target >= 4400" in text  # 5864 / 2932

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import torch
 
+from tests.tool_loader import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_model", ROOT / "tools" / "benchmark_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_rig_projects_points_ahead_into_the_front_camera():
-    tool = _load_tool()
+    tool = load_tool("benchmark_model")
     ego2img = tool.nominal_ego2img(90, 160)
     point = torch.tensor([20.0, 0.0, 1.0, 1.0])  # 20 m straight ahead
     front = ego2img[0] @ point
@@ -32,7 +25,7 @@ def test_rig_projects_points_ahead_into_the_front_camera():
 
 
 def test_benchmark_prints_step_memory_and_throughput(capsys):
-    tool = _load_tool()
+    tool = load_tool("benchmark_model")
     config = ROOT / "configs" / "bev" / "bevformer_v2_tiny_synthetic.py"
     assert tool.main([str(config), "--device", "cpu", "--resolution", "96x160", "--iters", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out

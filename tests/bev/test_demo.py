@@ -3,27 +3,16 @@ evaluation before and after training through the mmengine Runner, pictures, and 
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "demo.py"
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    demo = _load_demo()
+    demo = load_tool("demo")
     assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.5", "--scenes", "2", "--samples-per-scene", "4",
                       "--pictures", "2"]) == 0
     out = capsys.readouterr().out

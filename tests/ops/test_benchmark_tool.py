@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_ops.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_ops", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 def test_benchmark_prints_reference_and_kernel_rows(cpu_kernels, capsys):
-    tool = _load_tool()
+    tool = load_tool("benchmark_ops")
     assert tool.main(["--device", "cpu", "--dcnv3", "1,6,7,2,4", "--msda-preset", "cpu_small", "--repeats", "1",
                       "--warmup", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -30,7 +18,7 @@ def test_benchmark_prints_reference_and_kernel_rows(cpu_kernels, capsys):
 
 
 def test_benchmark_orders_fp32_first_and_prints_ratio_to_it(cpu_kernels, capsys):
-    tool = _load_tool()
+    tool = load_tool("benchmark_ops")
     assert tool.main(["--device", "cpu", "--dtypes", "float64", "float32", "--dcnv3", "1,5,6,2,4", "--msda-preset",
                       "--repeats", "1", "--warmup", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(" dcnv3")]

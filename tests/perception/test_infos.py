@@ -230,14 +230,9 @@ def load_infos_from(data):
 
 
 def test_create_data_cli_builds_infos(synthetic_world, tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from tests.tool_loader import load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "create_data", Path(__file__).parents[2] / "tools" / "create_data.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("create_data")
     assert (
         tool.main(
             [

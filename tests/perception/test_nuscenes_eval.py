@@ -191,12 +191,9 @@ def test_mmengine_metric_runs_the_devkit(val_infos, synthetic_world, tmp_path):
 
 
 def test_submit_tool_writes_meta_and_zip(val_infos, synthetic_world, tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from tests.tool_loader import load_tool
 
-    spec = importlib.util.spec_from_file_location("submit", Path(__file__).parents[2] / "tools" / "submit.py")
-    submit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(submit)
+    submit = load_tool("submit")
     preds = tmp_path / "preds.pkl"
     preds.write_bytes(pickle.dumps(gt_predictions(val_infos, attributes=False)[:-1]))  # one sample missing
     out = tmp_path / "sub" / "results_nusc.json"

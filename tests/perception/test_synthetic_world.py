@@ -202,14 +202,9 @@ def test_bad_scene_count_is_rejected(scenes):
 
 
 def test_create_data_synthetic_cli(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from tests.tool_loader import load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "create_data", Path(__file__).parents[2] / "tools" / "create_data.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("create_data")
     out = tmp_path / "world"
     args = [
         "synthetic",

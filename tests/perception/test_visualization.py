@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from nuscenes.utils.geometry_utils import view_points
@@ -14,13 +11,7 @@ from perception.data.infos import load_infos
 from perception.structures import CAMERA_NAMES
 from perception.visualization import draw_bev_panel, render_sample, save_scene_animation
 from perception.visualization.style import GT_COLOR, PRED_COLOR
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 def _near(image: np.ndarray, x: float, y: float, color, radius: int = 1) -> bool:
@@ -96,7 +87,7 @@ def test_animation_and_cli(synthetic_world, tmp_path):
     gif = save_scene_animation(frames, tmp_path / "a.gif")
     with Image.open(gif) as im:
         assert im.n_frames == 3 and im.width == 1280
-    tool = _tool("visualize")
+    tool = load_tool("visualize")
     out = tmp_path / "cli.png"
     assert (
         tool.main(

@@ -169,15 +169,12 @@ class BEVFormerV2(BaseModel):
         self.train(was_training)
         return bevs
 
-    def extract(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None
-                ) -> tuple[Tensor, list[Tensor]]:
-        """Returns the fused BEV (B, C, Nx, Ny) and the current frame's FPN features."""
-        if img.dim() != 6:
-            raise ValueError(f"img must be (B, T, Ncam, 3, H, W), got shape {tuple(img.shape)}")
+    def extract(self, img: Tensor, ego2img: Tensor, flips: Tensor | None, ego: dict,
+                meta: list[dict] | None = None) -> tuple[Tensor, list[Tensor]]:
+        """The fused BEV (B, C, Nx, Ny) and the current frame's FPN features, from ``ego2img`` of
+        the flipped-back features (:func:`feature_ego2img`) and the mirrored images ``flips``."""
         b, t = img.shape[:2]
         image_size = tuple(img.shape[-2:])
-        flips = image_flips(cams)
-        ego2img = feature_ego2img(cams["ego2img"], flips, image_size[1])
         frame_tokens = [m["frame_tokens"] for m in meta] if self.video_mode and meta else None
         current = self._frame_features(img[:, -1], [seq[-1] for seq in frame_tokens] if frame_tokens else None,
                                        None if flips is None else flips[:, -1])
@@ -204,8 +201,12 @@ class BEVFormerV2(BaseModel):
 
     def forward(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None, mode: str = "tensor",
                 gt_boxes: list[Tensor] | None = None, gt_labels: list[Tensor] | None = None, **unused):
-        bev, features = self.extract(img, cams, ego, meta)
-        ego2img = feature_ego2img(cams["ego2img"], image_flips(cams), img.shape[-1])[:, -1]
+        if img.dim() != 6:
+            raise ValueError(f"img must be (B, T, Ncam, 3, H, W), got shape {tuple(img.shape)}")
+        flips = image_flips(cams)
+        ego2img = feature_ego2img(cams["ego2img"], flips, img.shape[-1])
+        bev, features = self.extract(img, ego2img, flips, ego, meta)
+        ego2img = ego2img[:, -1]
         persp_out = self.perspective_head(features) if self.perspective_head is not None else None
         outputs = self.head(bev, self._extra_queries(persp_out, ego2img))
         if mode == "tensor":

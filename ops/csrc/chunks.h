@@ -50,17 +50,22 @@ PO_HD void store_chunk(scalar_t* p, const acc_t (&in)[VEC]) {
 }
 
 // acc += coeff * (bilinear sample `s` of the chunk), corner k read at base + s.pixel[k] * stride.
+// The four corner loads come first and unconditionally (a corner outside the map has pixel 0 and
+// weight 0, so its address is valid), so that they are in flight together instead of one after
+// another behind a branch; only the adds are skipped for zero weights, so that a non-finite value
+// at pixel 0 never leaks into a sample that does not read it.
 template <typename scalar_t, typename acc_t, int VEC>
 PO_HD void gather_chunk(const scalar_t* base, int64_t stride, const Bilinear<acc_t>& s, acc_t coeff,
                         acc_t (&acc)[VEC]) {
+  acc_t v[4][VEC];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(base + s.pixel[k] * stride, v[k]);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const acc_t wk = coeff * s.weight[k];
     if (wk == acc_t(0)) continue;
-    acc_t v[VEC];
-    load_chunk<scalar_t, acc_t, VEC>(base + s.pixel[k] * stride, v);
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) acc[i] += wk * v[i];
+    for (int i = 0; i < VEC; ++i) acc[i] += wk * v[k][i];
   }
 }
 
@@ -71,15 +76,16 @@ template <typename scalar_t, typename acc_t, int VEC, typename Scatter>
 PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int64_t stride,
                                  const Bilinear<acc_t>& s, acc_t coeff, const acc_t (&grad)[VEC], Scatter& scatter,
                                  acc_t& d_weight, acc_t& d_h, acc_t& d_w) {
+  // Loads first, as in gather_chunk, so that the four are in flight together.
+  acc_t v[4][VEC];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(input + base_offset + s.pixel[k] * stride, v[k]);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     if (s.weight[k] == acc_t(0) && s.dweight_dh[k] == acc_t(0) && s.dweight_dw[k] == acc_t(0)) continue;
-    const int64_t at = base_offset + s.pixel[k] * stride;
-    acc_t v[VEC];
-    load_chunk<scalar_t, acc_t, VEC>(input + at, v);
     acc_t dot = 0;
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) dot += v[i] * grad[i];
+    for (int i = 0; i < VEC; ++i) dot += v[k][i] * grad[i];
     d_weight += s.weight[k] * dot;
     d_h += s.dweight_dh[k] * dot;
     d_w += s.dweight_dw[k] * dot;
@@ -88,7 +94,7 @@ PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int
     acc_t add[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) add[i] = wk * grad[i];
-    scatter(at, add);
+    scatter(base_offset + s.pixel[k] * stride, add);
   }
 }
 
@@ -165,9 +171,12 @@ PO_HD void dcnv3_forward_chunk(const DCNv3Geometry& geo, const scalar_t* input, 
   const MaskWeights<acc_t> weights(mask + sample0, geo.points, geo.mask_softmax);
 #pragma unroll
   for (int i = 0; i < VEC; ++i) acc[i] = acc_t(0);
+  // No branch on the sample's validity: an invalid sample keeps the all-zero Bilinear (pixel 0,
+  // zero weights) and adds nothing, so the unrolled iterations can overlap their loads.
+#pragma unroll 3
   for (int64_t p = 0; p < geo.points; ++p) {
-    Bilinear<acc_t> s;
-    if (!dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s)) continue;
+    Bilinear<acc_t> s{};
+    dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s);
     gather_chunk<scalar_t, acc_t, VEC>(base, C, s, weights(mask + sample0, p), acc);
   }
 }
@@ -221,12 +230,14 @@ PO_HD void msda_forward_chunk(const MSDAShape& sh, const scalar_t* value, const 
     const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
     if (!level_fits(starts[l], height, width, sh.keys)) continue;
     const scalar_t* base = value + ((n * sh.keys + starts[l]) * M + m) * D + c0;
+    // Branch-free samples, as in the DCNv3 forward.
+#pragma unroll 2
     for (int64_t p = 0; p < P; ++p) {
       const int64_t sample = sample0 + l * P + p;
       acc_t h, w;
       msda_pixel<acc_t>(loc + 2 * sample, height, width, h, w);
-      Bilinear<acc_t> s;
-      if (!bilinear_setup<acc_t>(h, w, height, width, s)) continue;
+      Bilinear<acc_t> s{};
+      bilinear_setup<acc_t>(h, w, height, width, s);
       gather_chunk<scalar_t, acc_t, VEC>(base, M * D, s, acc_t(attn[sample]), acc);
     }
   }

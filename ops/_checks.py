@@ -40,6 +40,9 @@ def _check_shape(op: str, name: str, t: Tensor, expected: tuple[int, ...], why: 
         raise ValueError(f"{op}: {name} must have shape {expected} ({why}), got {tuple(t.shape)}")
 
 
+_INT32_LIMIT = 2**31
+
+
 def check_dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: int, stride_h: int,
                 stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int,
                 group_channels: int, remove_center: bool) -> None:
@@ -56,6 +59,12 @@ def check_dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kern
     if remove_center and (kernel_h % 2 == 0 or kernel_w % 2 == 0):
         raise ValueError(f"{op}: remove_center needs an odd kernel, got {kernel_h}x{kernel_w}")
     n, height, width, channels = input.shape
+    if height < 1 or width < 1:
+        raise ValueError(f"{op}: input has an empty {height}x{width} map")
+    if height * width >= _INT32_LIMIT or channels >= _INT32_LIMIT:
+        # The kernels index pixels and channel strides with 32-bit integers (fewer instructions).
+        raise ValueError(f"{op}: maps of 2^31 or more pixels or channels are not supported, got "
+                         f"{height}x{width} with {channels} channels")
     if channels != group * group_channels:
         raise ValueError(f"{op}: input has {channels} channels but group*group_channels = "
                          f"{group}*{group_channels} = {group * group_channels}")
@@ -84,7 +93,9 @@ def check_ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_inde
             raise TypeError(f"{op}: {name} must be an integer tensor, got {t.dtype}")
     _check_same_device(op, value=value, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                        sampling_locations=sampling_locations, attention_weights=attention_weights)
-    n, keys, heads, _ = value.shape
+    n, keys, heads, dim = value.shape
+    if heads * dim >= _INT32_LIMIT:
+        raise ValueError(f"{op}: heads*dim = {heads}*{dim} must be below 2^31 (32-bit key strides)")
     queries, levels, points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
     _check_shape(op, "spatial_shapes", spatial_shapes, (levels, 2), "one (H, W) per level of sampling_locations")
     _check_shape(op, "level_start_index", level_start_index, (levels,), "one start per level")

@@ -1,8 +1,8 @@
 // Per-chunk bodies of the DCNv3 and MSDA kernels, shared by the CPU loops and the CUDA threads.
 //
 // A chunk is VEC consecutive channels of one (output pixel, group) of DCNv3 or one (query, head)
-// of MSDA. CUDA runs one thread per chunk, with VEC chosen so that a chunk is one 16-byte load, and
-// the lanes of a group sit side by side in a warp. The CPU loops over the chunks of a group with a
+// of MSDA. CUDA runs one thread per chunk, with VEC chosen per direction from the dtype
+// (cuda_utils.cuh), and the lanes of a group sit side by side in a warp. The CPU loops over the chunks of a group with a
 // wider VEC. Both call the functions below, so the CPU float64 tests check the arithmetic that the
 // GPU runs. Only the thread indexing, the vector loads, the atomics and the cross-lane reduction
 // are CUDA-only.
@@ -55,11 +55,11 @@ PO_HD void store_chunk(scalar_t* p, const acc_t (&in)[VEC]) {
 // another behind a branch; only the adds are skipped for zero weights, so that a non-finite value
 // at pixel 0 never leaks into a sample that does not read it.
 template <typename scalar_t, typename acc_t, int VEC>
-PO_HD void gather_chunk(const scalar_t* base, int64_t stride, const Bilinear<acc_t>& s, acc_t coeff,
+PO_HD void gather_chunk(const scalar_t* base, int32_t stride, const Bilinear<acc_t>& s, acc_t coeff,
                         acc_t (&acc)[VEC]) {
   acc_t v[4][VEC];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(base + s.pixel[k] * stride, v[k]);
+  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(base + int64_t(s.pixel[k]) * stride, v[k]);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const acc_t wk = coeff * s.weight[k];
@@ -73,13 +73,13 @@ PO_HD void gather_chunk(const scalar_t* base, int64_t stride, const Bilinear<acc
 // adds to d_weight, d_h and d_w the dot products <v_k, grad> weighted by the bilinear weights and
 // by their derivatives along h and w. `base_offset` is base's element offset in the input tensor.
 template <typename scalar_t, typename acc_t, int VEC, typename Scatter>
-PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int64_t stride,
+PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int32_t stride,
                                  const Bilinear<acc_t>& s, acc_t coeff, const acc_t (&grad)[VEC], Scatter& scatter,
                                  acc_t& d_weight, acc_t& d_h, acc_t& d_w) {
   // Loads first, as in gather_chunk, so that the four are in flight together.
   acc_t v[4][VEC];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(input + base_offset + s.pixel[k] * stride, v[k]);
+  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(input + base_offset + int64_t(s.pixel[k]) * stride, v[k]);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     if (s.weight[k] == acc_t(0) && s.dweight_dh[k] == acc_t(0) && s.dweight_dw[k] == acc_t(0)) continue;
@@ -94,7 +94,7 @@ PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int
     acc_t add[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) add[i] = wk * grad[i];
-    scatter(base_offset + s.pixel[k] * stride, add);
+    scatter(base_offset + int64_t(s.pixel[k]) * stride, add);
   }
 }
 
@@ -141,43 +141,57 @@ PO_HD void mask_softmax_backward(const scalar_t* logits, grad_t* grad, int64_t p
 }
 // `np_` indexes (batch, output pixel); channels c0 .. c0 + VEC - 1 of group g.
 
-// Batch index and output row and column of `np_`, computed once per chunk: 64-bit division is
-// slow on GPUs, so it stays out of the per-sample loop.
+// Batch index of `np_` and the centre of its sampling window in input pixels, computed once per
+// chunk: 64-bit division is slow on GPUs, so it stays out of the per-sample loop.
+template <typename acc_t>
 struct DCNv3Site {
-  int64_t n, ho, wo;
+  int64_t n;
+  acc_t centre_h, centre_w;
   PO_HD DCNv3Site(const DCNv3Geometry& geo, int64_t np_) {
     const int64_t pixels = geo.out_h * geo.out_w, pix = np_ % pixels;
     n = np_ / pixels;
-    ho = pix / geo.out_w;
-    wo = pix % geo.out_w;
+    const int64_t ho = pix / geo.out_w, wo = pix % geo.out_w;
+    centre_h = acc_t(ho * geo.stride_h + geo.dilation_h * (geo.kernel_h - 1) / 2 - geo.pad_h);
+    centre_w = acc_t(wo * geo.stride_w + geo.dilation_w * (geo.kernel_w - 1) / 2 - geo.pad_w);
   }
 };
 
+// Bilinear sample of the current window point (official semantics: offset_scale multiplies both the
+// regular grid displacement and the learned offset); false, with `s` untouched, when it reads nothing.
 template <typename acc_t, typename scalar_t>
-PO_HD bool dcnv3_sample(const DCNv3Geometry& geo, const DCNv3Site& site, const scalar_t* offset, int64_t sample,
-                        int64_t p, Bilinear<acc_t>& s) {
-  acc_t h, w;
-  geo.location<acc_t>(site.ho, site.wo, p, acc_t(offset[2 * sample]), acc_t(offset[2 * sample + 1]), h, w);
+PO_HD bool dcnv3_sample(const DCNv3Geometry& geo, const DCNv3Site<acc_t>& site, const WindowWalker& point,
+                        const scalar_t* offset, int64_t sample, acc_t scale, Bilinear<acc_t>& s) {
+  const acc_t w = site.centre_w + (acc_t(point.dx()) + acc_t(offset[2 * sample])) * scale;
+  const acc_t h = site.centre_h + (acc_t(point.dy()) + acc_t(offset[2 * sample + 1])) * scale;
   return bilinear_setup<acc_t>(h, w, geo.height, geo.width, s);
+}
+
+// Points unrolled per iteration in the forward gather: enough to overlap loads, few enough that a
+// wide chunk's corner values still fit in registers.
+template <int VEC>
+constexpr int forward_unroll() {
+  return VEC >= 8 ? 2 : 3;
 }
 
 template <typename scalar_t, typename acc_t, int VEC>
 PO_HD void dcnv3_forward_chunk(const DCNv3Geometry& geo, const scalar_t* input, const scalar_t* offset,
                                const scalar_t* mask, int64_t np_, int64_t g, int64_t c0, acc_t (&acc)[VEC]) {
-  const DCNv3Site site(geo, np_);
+  const DCNv3Site<acc_t> site(geo, np_);
   const int64_t C = geo.channels();
   const scalar_t* base = input + site.n * geo.height * geo.width * C + g * geo.group_channels + c0;
   const int64_t sample0 = (np_ * geo.group + g) * geo.points;
+  const acc_t scale = acc_t(geo.offset_scale);
   const MaskWeights<acc_t> weights(mask + sample0, geo.points, geo.mask_softmax);
 #pragma unroll
   for (int i = 0; i < VEC; ++i) acc[i] = acc_t(0);
   // No branch on the sample's validity: an invalid sample keeps the all-zero Bilinear (pixel 0,
   // zero weights) and adds nothing, so the unrolled iterations can overlap their loads.
-#pragma unroll 3
-  for (int64_t p = 0; p < geo.points; ++p) {
+  WindowWalker point(geo);
+#pragma unroll forward_unroll<VEC>()
+  for (int64_t p = 0; p < geo.points; ++p, point.next()) {
     Bilinear<acc_t> s{};
-    dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s);
-    gather_chunk<scalar_t, acc_t, VEC>(base, C, s, weights(mask + sample0, p), acc);
+    dcnv3_sample<acc_t>(geo, site, point, offset, sample0 + p, scale, s);
+    gather_chunk<scalar_t, acc_t, VEC>(base, int32_t(C), s, weights(mask + sample0, p), acc);
   }
 }
 
@@ -185,7 +199,7 @@ template <typename scalar_t, typename acc_t, int VEC, typename Scatter, typename
 PO_HD void dcnv3_backward_chunk(const DCNv3Geometry& geo, const scalar_t* input, const scalar_t* offset,
                                 const scalar_t* mask, const acc_t (&grad)[VEC], int64_t np_, int64_t g, int64_t c0,
                                 bool active, Scatter& scatter, Commit& commit) {
-  const DCNv3Site site(geo, np_);
+  const DCNv3Site<acc_t> site(geo, np_);
   const int64_t C = geo.channels();
   const int64_t base_offset = site.n * geo.height * geo.width * C + g * geo.group_channels + c0;
   const int64_t sample0 = (np_ * geo.group + g) * geo.points;
@@ -193,12 +207,14 @@ PO_HD void dcnv3_backward_chunk(const DCNv3Geometry& geo, const scalar_t* input,
   // With the softmax fused, d_mask is the gradient of the point weight; the caller converts it to
   // that of the logit with mask_softmax_backward once every chunk has committed.
   const MaskWeights<acc_t> weights(mask + sample0, geo.points, geo.mask_softmax && active);
-  for (int64_t p = 0; p < geo.points; ++p) {
+  WindowWalker point(geo);
+  for (int64_t p = 0; p < geo.points; ++p, point.next()) {
     acc_t d_mask = 0, d_h = 0, d_w = 0;
     Bilinear<acc_t> s;
-    if (active && dcnv3_sample<acc_t>(geo, site, offset, sample0 + p, p, s)) {
+    if (active && dcnv3_sample<acc_t>(geo, site, point, offset, sample0 + p, scale, s)) {
       const acc_t m = weights(mask + sample0, p);
-      gather_chunk_backward<scalar_t, acc_t, VEC>(input, base_offset, C, s, m, grad, scatter, d_mask, d_h, d_w);
+      gather_chunk_backward<scalar_t, acc_t, VEC>(input, base_offset, int32_t(C), s, m, grad, scatter, d_mask, d_h,
+                                                  d_w);
       d_h *= m * scale;
       d_w *= m * scale;
     }
@@ -215,7 +231,10 @@ struct MSDAShape {
 
 // False for levels whose (start, H, W) would read outside value, so bad tables cannot corrupt memory.
 PO_HD bool level_fits(int64_t start, int64_t height, int64_t width, int64_t keys) {
-  return start >= 0 && height > 0 && width > 0 && start + height * width <= keys;
+  // The pixel count bound keeps Bilinear's 32-bit pixel indices exact (a level that large would
+  // need a value tensor of hundreds of GB).
+  return start >= 0 && height > 0 && width > 0 && height * width < (int64_t(1) << 31) &&
+         start + height * width <= keys;
 }
 
 template <typename scalar_t, typename acc_t, int VEC>
@@ -231,14 +250,14 @@ PO_HD void msda_forward_chunk(const MSDAShape& sh, const scalar_t* value, const 
     if (!level_fits(starts[l], height, width, sh.keys)) continue;
     const scalar_t* base = value + ((n * sh.keys + starts[l]) * M + m) * D + c0;
     // Branch-free samples, as in the DCNv3 forward.
-#pragma unroll 2
+#pragma unroll forward_unroll<VEC>()
     for (int64_t p = 0; p < P; ++p) {
       const int64_t sample = sample0 + l * P + p;
       acc_t h, w;
       msda_pixel<acc_t>(loc + 2 * sample, height, width, h, w);
       Bilinear<acc_t> s{};
       bilinear_setup<acc_t>(h, w, height, width, s);
-      gather_chunk<scalar_t, acc_t, VEC>(base, M * D, s, acc_t(attn[sample]), acc);
+      gather_chunk<scalar_t, acc_t, VEC>(base, int32_t(M * D), s, acc_t(attn[sample]), acc);
     }
   }
 }
@@ -262,7 +281,7 @@ PO_HD void msda_backward_chunk(const MSDAShape& sh, const scalar_t* value, const
       Bilinear<acc_t> s;
       if (fits && bilinear_setup<acc_t>(h, w, height, width, s)) {
         const acc_t a = acc_t(attn[sample]);
-        gather_chunk_backward<scalar_t, acc_t, VEC>(value, base_offset, M * D, s, a, grad, scatter, d_attn, d_h,
+        gather_chunk_backward<scalar_t, acc_t, VEC>(value, base_offset, int32_t(M * D), s, a, grad, scatter, d_attn, d_h,
                                                     d_w);
         d_w *= a * acc_t(width);
         d_h *= a * acc_t(height);

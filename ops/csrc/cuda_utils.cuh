@@ -22,19 +22,29 @@ inline int64_t grid_blocks(int64_t total) {
   return std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8));
 }
 
-// Channels per thread: one 16-byte load (4 fp32, 8 fp16/bf16, 2 fp64) when the group's channels
-// allow it, so that offsets and weights are read and the bilinear weights computed once per chunk
-// rather than once per channel.
+// Channels per thread. The kernels are instruction-bound rather than bandwidth-bound (Nsight
+// Compute, docs/ops.md): every lane of a group repeats the per-sample work (location, bilinear
+// weights, mask), so fewer, wider lanes do less of it. Forward: 8 channels (two 16-byte loads in
+// fp32, one in fp16/bf16; 2 in fp64, whose wider chunks spill registers).
 template <typename scalar_t>
-constexpr int max_chunk_width() {
-  return 16 / int(sizeof(scalar_t));
+constexpr int forward_chunk_width() {
+  return sizeof(scalar_t) >= 8 ? 2 : 8;
 }
 
-// The widest chunk (in elements) that every pointer's alignment allows for 16-byte-or-smaller
-// vector accesses; views with a storage offset may be less aligned than fresh allocations.
+// Backward: 16 bytes of the accumulator type, so that each lane adds one float4 (two doubles) of
+// input gradient per corner and a warp's atomics cover contiguous memory: the backward is bound by
+// L2 atomic throughput, and a half-type lane owning 8 channels would split every 32-byte sector
+// between two atomic instructions.
+template <typename acc_t>
+constexpr int backward_chunk_width() {
+  return 16 / int(sizeof(acc_t));
+}
+
+// The widest chunk (in elements, at most max_vec) that every pointer's alignment allows for vector
+// accesses; views with a storage offset may be less aligned than fresh allocations.
 template <typename scalar_t>
-int aligned_chunk_cap(std::initializer_list<const void*> pointers) {
-  int cap = max_chunk_width<scalar_t>();
+int aligned_chunk_cap(int max_vec, std::initializer_list<const void*> pointers) {
+  int cap = max_vec;
   for (const void* p : pointers) {
     while (cap > 1 && reinterpret_cast<uintptr_t>(p) % (cap * sizeof(scalar_t)) != 0) cap /= 2;
   }

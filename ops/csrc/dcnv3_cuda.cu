@@ -1,5 +1,5 @@
-// DCNv3 on CUDA. One thread per chunk of VEC channels of one (output pixel, group), VEC chosen so
-// that a chunk is one 16-byte load (cuda_utils.cuh); the `lanes` = group_channels / VEC threads of a
+// DCNv3 on CUDA. One thread per chunk of VEC channels of one (output pixel, group), VEC chosen per
+// direction from the dtype (cuda_utils.cuh); the `lanes` = group_channels / VEC threads of a
 // group are neighbours in a warp, so their corner loads coalesce and their offset and mask loads are
 // one broadcast. The per-chunk arithmetic is chunks.h, shared with the CPU kernels.
 // Backward scatters grad_input with (vector) float atomics into an fp32 buffer for half types and
@@ -72,8 +72,9 @@ torch::Tensor dcnv3_forward_cuda(const torch::Tensor& input, const torch::Tensor
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int cap = aligned_chunk_cap<scalar_t>({input.const_data_ptr(), out.const_data_ptr()});
-    dispatch_chunk_width<max_chunk_width<scalar_t>()>(geo.group_channels, cap, [&](auto vec) {
+    constexpr int kMaxVec = forward_chunk_width<scalar_t>();
+    const int cap = aligned_chunk_cap<scalar_t>(kMaxVec, {input.const_data_ptr(), out.const_data_ptr()});
+    dispatch_chunk_width<kMaxVec>(geo.group_channels, cap, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       const int lanes = int(geo.group_channels / VEC);
       const int64_t total = geo.batch * geo.out_h * geo.out_w * geo.group * lanes;
@@ -98,8 +99,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> dcnv3_backward_cuda(
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const int cap = aligned_chunk_cap<scalar_t>({input.const_data_ptr(), grad_output.const_data_ptr()});
-      dispatch_chunk_width<max_chunk_width<scalar_t>()>(geo.group_channels, cap, [&](auto vec) {
+      constexpr int kMaxVec = backward_chunk_width<acc_t>();
+      const int cap = aligned_chunk_cap<scalar_t>(kMaxVec, {input.const_data_ptr(), grad_output.const_data_ptr()});
+      dispatch_chunk_width<kMaxVec>(geo.group_channels, cap, [&](auto vec) {
         constexpr int VEC = decltype(vec)::value;
         const int lanes = int(geo.group_channels / VEC);
         const int64_t total = geo.batch * geo.out_h * geo.out_w * geo.group * lanes;

@@ -1,5 +1,5 @@
 // Multi-scale deformable attention on CUDA. One thread per chunk of VEC channels of one
-// (query, head), VEC chosen so that a chunk is one 16-byte load (cuda_utils.cuh); the
+// (query, head), VEC chosen per direction from the dtype (cuda_utils.cuh); the
 // `lanes` = dim / VEC threads of a head are neighbours in a warp, so their corner loads coalesce
 // and their location and weight loads are one broadcast. The per-chunk arithmetic is chunks.h,
 // shared with the CPU kernels. Backward scatters grad_value with (vector) float atomics into an
@@ -74,8 +74,9 @@ torch::Tensor ms_deform_attn_forward_cuda(const torch::Tensor& value, const torc
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int cap = aligned_chunk_cap<scalar_t>({value.const_data_ptr(), out.const_data_ptr()});
-    dispatch_chunk_width<max_chunk_width<scalar_t>()>(sh.dim, cap, [&](auto vec) {
+    constexpr int kMaxVec = forward_chunk_width<scalar_t>();
+    const int cap = aligned_chunk_cap<scalar_t>(kMaxVec, {value.const_data_ptr(), out.const_data_ptr()});
+    dispatch_chunk_width<kMaxVec>(sh.dim, cap, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       const int lanes = int(sh.dim / VEC);
       const int64_t total = sh.batch * sh.queries * sh.heads * lanes;
@@ -104,8 +105,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> ms_deform_attn_backward_
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda",
                                     [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const int cap = aligned_chunk_cap<scalar_t>({value.const_data_ptr(), grad_output.const_data_ptr()});
-      dispatch_chunk_width<max_chunk_width<scalar_t>()>(sh.dim, cap, [&](auto vec) {
+      constexpr int kMaxVec = backward_chunk_width<acc_t>();
+      const int cap = aligned_chunk_cap<scalar_t>(kMaxVec, {value.const_data_ptr(), grad_output.const_data_ptr()});
+      dispatch_chunk_width<kMaxVec>(sh.dim, cap, [&](auto vec) {
         constexpr int VEC = decltype(vec)::value;
         const int lanes = int(sh.dim / VEC);
         const int64_t total = sh.batch * sh.queries * sh.heads * lanes;

@@ -15,10 +15,12 @@
 namespace perception_ops {
 
 // The four corners of one bilinear sample: pixel index (y * width + x) of each corner, its weight,
-// and the weight's derivatives with respect to h and w (for the coordinate gradients).
+// and the weight's derivatives with respect to h and w (for the coordinate gradients). Pixel
+// indices are 32-bit (maps of fewer than 2^31 pixels, checked by the callers): 64-bit integer math
+// costs several instructions per operation on GPUs, where these kernels are instruction-bound.
 template <typename acc_t>
 struct Bilinear {
-  int64_t pixel[4];
+  int32_t pixel[4];
   acc_t weight[4];
   acc_t dweight_dh[4];
   acc_t dweight_dw[4];
@@ -28,8 +30,9 @@ struct Bilinear {
 template <typename acc_t>
 PO_HD bool bilinear_setup(acc_t h, acc_t w, int64_t height, int64_t width, Bilinear<acc_t>& s) {
   if (!(h > acc_t(-1) && w > acc_t(-1) && h < acc_t(height) && w < acc_t(width))) return false;
-  const int64_t h0 = static_cast<int64_t>(floor(h));
-  const int64_t w0 = static_cast<int64_t>(floor(w));
+  const int32_t h0 = static_cast<int32_t>(floor(h));
+  const int32_t w0 = static_cast<int32_t>(floor(w));
+  const int32_t rows = static_cast<int32_t>(height), cols = static_cast<int32_t>(width);
   const acc_t lh = h - acc_t(h0), lw = w - acc_t(w0);
   const acc_t hh = acc_t(1) - lh, hw = acc_t(1) - lw;
   const acc_t weight[4] = {hh * hw, hh * lw, lh * hw, lh * lw};
@@ -37,9 +40,9 @@ PO_HD bool bilinear_setup(acc_t h, acc_t w, int64_t height, int64_t width, Bilin
   const acc_t d_dw[4] = {-hh, hh, -lh, lh};
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const int64_t y = h0 + (k >> 1), x = w0 + (k & 1);
-    const bool inside = y >= 0 && y < height && x >= 0 && x < width;
-    s.pixel[k] = inside ? y * width + x : 0;
+    const int32_t y = h0 + (k >> 1), x = w0 + (k & 1);
+    const bool inside = y >= 0 && y < rows && x >= 0 && x < cols;
+    s.pixel[k] = inside ? y * cols + x : 0;
     s.weight[k] = inside ? weight[k] : acc_t(0);
     s.dweight_dh[k] = inside ? d_dh[k] : acc_t(0);
     s.dweight_dw[k] = inside ? d_dw[k] : acc_t(0);
@@ -66,22 +69,42 @@ struct DCNv3Geometry {
   bool mask_softmax;  // mask holds logits; the kernels apply softmax over each group's points
 
   PO_HD int64_t channels() const { return group * group_channels; }
-  // Window displacement (before offset_scale) of point p, in (dx, dy).
-  PO_HD void point_grid(int64_t p, int64_t& dx, int64_t& dy) const {
-    if (remove_center && p >= (kernel_w / 2) * kernel_h + kernel_h / 2) ++p;
-    // 32-bit division: a kernel window has few points, and 64-bit division is slow on GPUs.
-    const int64_t i = int32_t(p) / int32_t(kernel_h), j = int32_t(p) % int32_t(kernel_h);
-    dx = i * dilation_w - dilation_w * (kernel_w - 1) / 2;
-    dy = j * dilation_h - dilation_h * (kernel_h - 1) / 2;
+};
+
+// The points of a DCNv3 window in the official order (p = i * kernel_h + j, i along width, j along
+// height), the centre skipped with remove_center. Stepping through them replaces a division per
+// point; (dx, dy) is the point's displacement from the window centre, before offset_scale.
+struct WindowWalker {
+  int32_t i = 0, j = 0;
+  int32_t kernel_h, centre_i, centre_j, dilation_h, dilation_w, half_h, half_w;
+  bool remove_center;
+  PO_HD explicit WindowWalker(const DCNv3Geometry& geo)
+      : kernel_h(int32_t(geo.kernel_h)),
+        centre_i(int32_t(geo.kernel_w / 2)),
+        centre_j(int32_t(geo.kernel_h / 2)),
+        dilation_h(int32_t(geo.dilation_h)),
+        dilation_w(int32_t(geo.dilation_w)),
+        half_h(int32_t(geo.dilation_h * (geo.kernel_h - 1) / 2)),
+        half_w(int32_t(geo.dilation_w * (geo.kernel_w - 1) / 2)),
+        remove_center(geo.remove_center) {
+    skip_centre();
   }
-  // Sampling location of point p at output pixel (ho, wo) given its learned offset (ox, oy).
-  template <typename acc_t>
-  PO_HD void location(int64_t ho, int64_t wo, int64_t p, acc_t ox, acc_t oy, acc_t& h, acc_t& w) const {
-    int64_t dx, dy;
-    point_grid(p, dx, dy);
-    const acc_t scale = acc_t(offset_scale);
-    w = acc_t(wo * stride_w + dilation_w * (kernel_w - 1) / 2 - pad_w) + (acc_t(dx) + ox) * scale;
-    h = acc_t(ho * stride_h + dilation_h * (kernel_h - 1) / 2 - pad_h) + (acc_t(dy) + oy) * scale;
+  PO_HD int32_t dx() const { return i * dilation_w - half_w; }
+  PO_HD int32_t dy() const { return j * dilation_h - half_h; }
+  PO_HD void next() {
+    step();
+    skip_centre();
+  }
+
+ private:
+  PO_HD void step() {
+    if (++j == kernel_h) {
+      j = 0;
+      ++i;
+    }
+  }
+  PO_HD void skip_centre() {
+    if (remove_center && i == centre_i && j == centre_j) step();
   }
 };
 

@@ -35,6 +35,11 @@ def test_dcnv3_rejects_bad_geometry():
     small = torch.zeros(1, 1, 1, 64, dtype=torch.float64)
     with pytest.raises(ValueError, match="too small"):
         ops.dcnv3(small, offset[:1, :1, :1], mask[:1, :1, :1], 3, 3, 1, 1, 0, 0, 1, 1, 4, 16, 1.0, False)
+    # An empty map with enough padding would still have output pixels; the kernels read pixel 0
+    # of the map unconditionally, so it must be refused before them.
+    empty = torch.zeros(1, 0, 5, 64, dtype=torch.float64)
+    with pytest.raises(ValueError, match="empty 0x5 map"):
+        ops.dcnv3(empty, offset[:1, :1, :3], mask[:1, :1, :3], 3, 3, 1, 1, 1, 1, 1, 1, 4, 16, 1.0, False)
     with pytest.raises(ValueError, match="channels \\(30\\) must be divisible by group \\(4\\)"):
         ops.DCNv3(channels=30, group=4)
 

@@ -2,10 +2,10 @@
 //
 // A chunk is VEC consecutive channels of one (output pixel, group) of DCNv3 or one (query, head)
 // of MSDA. CUDA runs one thread per chunk, with VEC chosen per direction from the dtype
-// (cuda_utils.cuh), and the lanes of a group sit side by side in a warp. The CPU loops over the chunks of a group with a
-// wider VEC. Both call the functions below, so the CPU float64 tests check the arithmetic that the
-// GPU runs. Only the thread indexing, the vector loads, the atomics and the cross-lane reduction
-// are CUDA-only.
+// (cuda_utils.cuh), and the lanes of a group sit side by side in a warp. The CPU loops over the
+// chunks of a group with a wider VEC. Both call the functions below, so the CPU float64 tests check
+// the arithmetic that the GPU runs. Only the thread indexing, the vector loads, the atomics and the
+// cross-lane reduction are CUDA-only.
 //
 // Backward bodies report through two callables:
 //   scatter(element_offset, values[VEC])   adds values to the input gradient at that offset;
@@ -79,7 +79,9 @@ PO_HD void gather_chunk_backward(const scalar_t* input, int64_t base_offset, int
   // Loads first, as in gather_chunk, so that the four are in flight together.
   acc_t v[4][VEC];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) load_chunk<scalar_t, acc_t, VEC>(input + base_offset + int64_t(s.pixel[k]) * stride, v[k]);
+  for (int k = 0; k < 4; ++k) {
+    load_chunk<scalar_t, acc_t, VEC>(input + base_offset + int64_t(s.pixel[k]) * stride, v[k]);
+  }
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     if (s.weight[k] == acc_t(0) && s.dweight_dh[k] == acc_t(0) && s.dweight_dw[k] == acc_t(0)) continue;
@@ -281,8 +283,8 @@ PO_HD void msda_backward_chunk(const MSDAShape& sh, const scalar_t* value, const
       Bilinear<acc_t> s;
       if (fits && bilinear_setup<acc_t>(h, w, height, width, s)) {
         const acc_t a = acc_t(attn[sample]);
-        gather_chunk_backward<scalar_t, acc_t, VEC>(value, base_offset, int32_t(M * D), s, a, grad, scatter, d_attn, d_h,
-                                                    d_w);
+        gather_chunk_backward<scalar_t, acc_t, VEC>(value, base_offset, int32_t(M * D), s, a, grad, scatter, d_attn,
+                                                    d_h, d_w);
         d_w *= a * acc_t(width);
         d_h *= a * acc_t(height);
       }

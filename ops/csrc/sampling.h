@@ -17,7 +17,7 @@ namespace perception_ops {
 // The four corners of one bilinear sample: pixel index (y * width + x) of each corner, its weight,
 // and the weight's derivatives with respect to h and w (for the coordinate gradients). Pixel
 // indices are 32-bit (maps of fewer than 2^31 pixels, checked by the callers): 64-bit integer math
-// costs several instructions per operation on GPUs, where these kernels are instruction-bound.
+// costs several instructions per operation on GPUs, and every lane of a group repeats this work.
 template <typename acc_t>
 struct Bilinear {
   int32_t pixel[4];

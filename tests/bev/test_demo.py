@@ -24,3 +24,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert len(pictures) == 2 and all(p.stat().st_size > 10_000 for p in pictures)
     assert (tmp_path / "train" / "nuscenes_eval" / "results_nusc.json").exists()
     assert list((tmp_path / "train").glob("*/vis_data/events.out.tfevents.*")), "no tensorboard log"
+
+
+def test_training_budget_reserves_twice_the_measured_evaluation():
+    demo = load_tool("demo")
+    # 12 min budget, 60 s spent (world + first evaluation), one evaluation took 10 s:
+    # reserve 2 * 10 + 60 = 80 s, so training gets 12 - (60 + 80) / 60 = 9.667 min.
+    assert demo.training_minutes(12.0, 60.0, 10.0) == pytest.approx(12.0 - 140.0 / 60.0)
+    # A budget already spent still trains for the 30 s floor.
+    assert demo.training_minutes(0.5, 45.0, 5.0) == 0.5

@@ -82,9 +82,8 @@ def training_minutes(max_minutes: float, elapsed_s: float, evaluation_s: float) 
     """What the budget leaves for training once the world exists and the untrained model is scored.
 
     The trained model's evaluation costs about what the untrained one did and the pictures less, so
-    the reserve is twice the measured evaluation plus a minute for the last checkpoint and jitter:
-    about 1.3 min on a 2-core CPU, and about 1 min on a GPU, where a fixed CPU-sized reserve would
-    waste most of a short budget.
+    the reserve is twice the measured evaluation plus a minute for the last checkpoint and jitter.
+    It shrinks with the evaluation, so a fast device is not held to a CPU-sized reserve.
     """
     reserve_s = 2 * evaluation_s + 60
     return max(0.5, max_minutes - (elapsed_s + reserve_s) / 60)

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from _profile import StepProfile, format_profile, profile_steps  # noqa: E402
 from _timing import median_seconds  # noqa: E402
 
 
@@ -69,6 +70,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 class Result:
     seconds: float
     peak_gib: float | None
+    profile: StepProfile | None = None
 
     def figures(self, batch: int) -> Figures:
         return Figures(img_s=batch / self.seconds, ms=self.seconds * 1e3, gib=self.peak_gib)
@@ -139,10 +141,12 @@ def run_case(case: Case, compile_mode: str, args: argparse.Namespace) -> Result:
         torch.cuda.reset_peak_memory_stats(device)
     seconds = median_seconds(fn, device, args.iters, args.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    # Profiled after timing (already warm), so the profiler's own overhead never enters the figures.
+    step_profile = profile_steps(fn, device, steps=args.profile, warmup=0) if args.profile else None
     del fn, model, images
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Result(seconds, peak)
+    return Result(seconds, peak, step_profile)
 
 
 def _selected_cases(args: argparse.Namespace) -> dict[str, Case]:
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, profile this many steps and print where their time goes")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -195,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, case in cases.items():
         modes = case.compile if device.type == "cuda" else tuple(m for m in case.compile if m != "reduce-overhead")
         for compile_mode in modes:
-            ours = run_case(case, compile_mode, args).figures(case.batch)
+            result = run_case(case, compile_mode, args)
+            ours = result.figures(case.batch)
             print(f"{name:13s} {case.model:14s} {case.mode:5s} batch {case.batch:3d} amp {case.amp:8s} "
                   f"compile {compile_mode:15s} | {describe(ours, case.official, case.target)}", flush=True)
+            if result.profile is not None:
+                print(format_profile(result.profile, device), flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@ import torch
 
 from . import _extension
 
-__all__ = ["BACKEND_ENV", "BACKENDS", "select_backend"]
+__all__ = ["BACKEND_ENV", "BACKENDS", "calls_kernels_directly", "select_backend"]
 
 BACKEND_ENV = "PERCEPTION_OPS_BACKEND"
 BACKENDS = ("reference", "cpu", "cuda")
@@ -47,3 +47,22 @@ def select_backend(backend: str | None, device: torch.device) -> str:
     if kind not in _extension.loaded_kernels:
         _extension.load_kernels(kind)
     return kind if _extension.loaded_kernels[kind] is not None else "reference"
+
+
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def calls_kernels_directly(*tensors: torch.Tensor) -> bool:
+    """Whether an op call may skip the ``torch.library`` dispatcher and call its kernels through a
+    plain ``autograd.Function``.
+
+    The custom ops' Python autograd wrapper costs about 100 µs of host time per call (measured by
+    ``tools/benchmark_ops.py --host-overhead``), which adds up in eager training of small models
+    whose GPU work per call is short. The direct path runs the same kernels, so it is taken only in
+    plain eager mode: not while torch.compile or torch.export traces (they need the registered op
+    and its fake kernel), not under functorch transforms, and not for tensor subclasses such as
+    fake tensors.
+    """
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    return all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import _extension
 from ._checks import check_ms_deform_attn
 from ._dtypes import kernel_dtype, unify_dtypes
-from .backend import select_backend
+from .backend import calls_kernels_directly, select_backend
 from .reference import ms_deform_attn_reference
 
 __all__ = ["ms_deform_attn"]
@@ -48,14 +49,37 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _backward(ctx, grad_output):
+def _gradients(backward_kernel, ctx, grad_output: Tensor) -> tuple[Tensor, None, None, Tensor, Tensor]:
+    """The autograd formula of both call paths (the level table gets no gradient)."""
     value, shapes, starts, locations, weights = ctx.saved_tensors
-    grad_value, grad_loc, grad_weights = _msda_backward_op(value, shapes, starts, locations, weights,
-                                                           grad_output.contiguous())
+    grad_value, grad_loc, grad_weights = backward_kernel(value, shapes, starts, locations, weights,
+                                                         grad_output.contiguous())
     return grad_value, None, None, grad_loc, grad_weights
 
 
+def _backward(ctx, grad_output):
+    return _gradients(_msda_backward_op, ctx, grad_output)
+
+
 _msda_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _MSDADirect(torch.autograd.Function):
+    """The same kernels as ``perception_ops::ms_deform_attn``, without the dispatcher (eager mode
+    only; see :func:`ops.backend.calls_kernels_directly`)."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+        inputs = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        ctx.save_for_backward(*inputs)
+        return _extension.loaded_kernels[value.device.type].ms_deform_attn_forward(*inputs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        return _gradients(_extension.loaded_kernels[grad_output.device.type].ms_deform_attn_backward, ctx,
+                          grad_output)
 
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
@@ -82,7 +106,7 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations,
                                         attention_weights)
     dtype = kernel_dtype(chosen, value.dtype)
-    out = _msda_op(value.to(dtype).contiguous(), spatial_shapes.long().contiguous(),
-                   level_start_index.long().contiguous(), sampling_locations.to(dtype).contiguous(),
-                   attention_weights.to(dtype).contiguous())
-    return out.to(value.dtype)
+    tensors = (value.to(dtype).contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
+               sampling_locations.to(dtype).contiguous(), attention_weights.to(dtype).contiguous())
+    op = _MSDADirect.apply if chosen != "meta" and calls_kernels_directly(*tensors) else _msda_op
+    return op(*tensors).to(value.dtype)

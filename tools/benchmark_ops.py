@@ -9,6 +9,11 @@ CUDA figure measured on an H100 and the speed target (fwd/fwd+bwd ms) from the i
     python tools/benchmark_ops.py                       # CUDA if present, else CPU
     python tools/benchmark_ops.py --device cpu --dcnv3 2,56,56,4,16
     python tools/benchmark_ops.py --device cuda --dtypes float32 bfloat16 --msda-preset bevformer_base
+    python tools/benchmark_ops.py --host-overhead       # host time per call, dispatcher vs eager path
+
+``--host-overhead`` times forward+backward calls on a 1x1 map, where the kernels' own work is
+negligible, through the registered ``torch.library`` op (what torch.compile traces) and through the
+public function (what eager code calls; argument validation included), and prints the ratio.
 """
 
 from __future__ import annotations
@@ -197,6 +202,39 @@ def _report(ctx: Context, op_name: str, label: str, dtype: torch.dtype, timings:
         print(_row(cells, WIDTHS), flush=True)
 
 
+def _host_calls(device: torch.device) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
+    """Per op, (registered-op call, public-function call), each forward + backward on a 1x1 map."""
+    x, offset, mask = (t.requires_grad_(True) for t in _dcnv3_inputs((1, 1, 1, 4, 16), torch.float32, device))
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 4, 16, 1.0, False)
+    (value, loc, weights), (shapes, starts) = _msda_inputs((1, 1, 8, 32, ((1, 1),), 4), torch.float32, device)
+    for t in (value, loc, weights):
+        t.requires_grad_(True)
+    registered = torch.ops.perception_ops
+    return {
+        "dcnv3": (lambda: registered.dcnv3(x, offset, mask, *args, True).sum().backward(),
+                  lambda: ops.dcnv3(x, offset, mask, *args, mask_softmax=True).sum().backward()),
+        "msda": (lambda: registered.ms_deform_attn(value, shapes, starts, loc, weights).sum().backward(),
+                 lambda: ops.ms_deform_attn(value, shapes, starts, loc, weights).sum().backward()),
+    }
+
+
+def _report_host_overhead(device: torch.device, repeats: int) -> None:
+    calls_per_run = 200
+
+    def per_call_us(call: Callable[[], object]) -> float:
+        def run() -> None:
+            for _ in range(calls_per_run):
+                call()
+        return 1e6 * median_seconds(run, device, repeats, 1) / calls_per_run
+
+    print(f"host overhead: forward+backward on a 1x1 map, median µs per call over {repeats} runs of "
+          f"{calls_per_run} calls")
+    print(f"  {'op':6s} {'registered op':>14s} {'eager path':>11s} {'ratio':>6s}")
+    for name, (registered, eager) in _host_calls(device).items():
+        slow, fast = per_call_us(registered), per_call_us(eager)
+        print(f"  {name:6s} {slow:14.1f} {fast:11.1f} {slow / fast:6.2f}")
+
+
 def _parse_shape(text: str) -> tuple[int, ...]:
     values = tuple(int(v) for v in text.split(","))
     if len(values) != 5:
@@ -212,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--msda-preset", nargs="*", choices=sorted(MSDA_PRESETS), default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--host-overhead", action="store_true",
+                        help="only time the host overhead per call (registered op vs eager path)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -231,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     copy = f" | copy {ctx.copy_gbps:.0f} GB/s" if ctx.copy_gbps else ""
     cuda = f" | CUDA {torch.version.cuda}" if on_gpu else ""
     print(f"device: {name} | torch {torch.__version__}{cuda}{copy} | median of {repeats} runs after {warmup} warm-up")
-    print(_row(HEADER, WIDTHS))
     backends = _backends(device)
+    if args.host_overhead:
+        if device.type not in backends:
+            parser.error(f"--host-overhead needs the {device.type} kernels, which could not be built")
+        _report_host_overhead(device, repeats)
+        return 0
+    print(_row(HEADER, WIDTHS))
     for shape, reference in shapes.items():
         for dtype in dtypes:
             tensors = _dcnv3_inputs(shape, dtype, device)

@@ -1,6 +1,13 @@
 // Python bindings. Arguments are validated (with messages naming them) by ops/_checks.py before
 // they reach here; the TORCH_CHECKs below are a last line of defence against memory errors.
+#include <ATen/record_function.h>
+
 #include "kernels.h"
+
+// Each entry point records itself for torch.profiler: eager calls reach it through a plain
+// autograd.Function (ops/backend.py, calls_kernels_directly), which the dispatcher never sees.
+// The record costs a flag check when no profiler runs.
+#define PERCEPTION_OPS_RECORD(name) RECORD_FUNCTION(name, std::vector<c10::IValue>())
 
 namespace perception_ops {
 namespace {
@@ -27,6 +34,7 @@ torch::Tensor dcnv3_forward(const torch::Tensor& input, const torch::Tensor& off
                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                             int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
                             int64_t group_channels, double offset_scale, bool remove_center, bool mask_softmax) {
+  PERCEPTION_OPS_RECORD("perception_ops::dcnv3_forward");
   check_same(input, input, "input");
   check_same(input, offset, "offset");
   check_same(input, mask, "mask");
@@ -45,6 +53,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> dcnv3_backward(
     const torch::Tensor& grad_output, int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
     int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group, int64_t group_channels,
     double offset_scale, bool remove_center, bool mask_softmax) {
+  PERCEPTION_OPS_RECORD("perception_ops::dcnv3_backward");
   check_same(input, input, "input");
   check_same(input, offset, "offset");
   check_same(input, mask, "mask");
@@ -75,6 +84,7 @@ void check_msda(const torch::Tensor& value, const torch::Tensor& spatial_shapes,
 torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Tensor& spatial_shapes,
                                      const torch::Tensor& level_start_index, const torch::Tensor& loc,
                                      const torch::Tensor& attn) {
+  PERCEPTION_OPS_RECORD("perception_ops::ms_deform_attn_forward");
   check_msda(value, spatial_shapes, level_start_index, loc, attn);
 #ifdef WITH_CUDA
   if (value.is_cuda()) return ms_deform_attn_forward_cuda(value, spatial_shapes, level_start_index, loc, attn);
@@ -86,6 +96,7 @@ torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Te
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> ms_deform_attn_backward(
     const torch::Tensor& value, const torch::Tensor& spatial_shapes, const torch::Tensor& level_start_index,
     const torch::Tensor& loc, const torch::Tensor& attn, const torch::Tensor& grad_output) {
+  PERCEPTION_OPS_RECORD("perception_ops::ms_deform_attn_backward");
   check_msda(value, spatial_shapes, level_start_index, loc, attn);
   check_same(value, grad_output, "grad_output");
 #ifdef WITH_CUDA

@@ -31,6 +31,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "aten::linear")),
     ("layer norm", ("layer_norm", "layernorm", "gammabeta")),
     ("softmax and loss", ("softmax", "cross_entropy", "nll_loss", "log_softmax")),
+    ("inductor fused", ("triton_",)),  # torch.compile's generated kernels not named above
     ("reduction", ("reduce", "aten::sum", "aten::mean")),
     ("copy and cast", ("copy", "memcpy", "memset", "aten::to", "aten::contiguous", "fill", "aten::cat")),
     ("elementwise", ("elementwise", "aten::add", "aten::mul", "aten::gelu", "aten::div", "aten::sub")),

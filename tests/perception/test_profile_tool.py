@@ -39,6 +39,8 @@ def profiler():
      "optimizer"),
     ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, ...>>", "reduction"),
     ("aten::addmm", "matmul"),
+    ("triton_per_fused_native_layer_norm_0", "layer norm"),
+    ("triton_poi_fused_add_gelu_mul_3", "inductor fused"),
     ("some_unknown_kernel", "other"),
 ])
 def test_kernel_names_fall_into_their_category(profiler, name, category):

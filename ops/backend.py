@@ -59,10 +59,10 @@ def calls_kernels_directly(*tensors: torch.Tensor) -> bool:
     The custom ops' Python autograd wrapper costs about 100 µs of host time per call (measured by
     ``tools/benchmark_ops.py --host-overhead``), which adds up in eager training of small models
     whose GPU work per call is short. The direct path runs the same kernels, so it is taken only in
-    plain eager mode: not while torch.compile or torch.export traces (they need the registered op
-    and its fake kernel), not under functorch transforms, and not for tensor subclasses such as
-    fake tensors.
+    plain eager mode: not while torch.compile, torch.export or torch.jit.trace traces (they need
+    the registered op, and the first two its fake kernel), not under functorch transforms, and not
+    for tensor subclasses such as fake tensors.
     """
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active():
         return False
     return all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)

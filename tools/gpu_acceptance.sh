@@ -10,7 +10,7 @@
 #             host overhead per call (registered op vs eager path)
 #   backbone  tools/benchmark_backbone.py: InternImage throughput, latency, training speed and memory,
 #             each with a profile (kernel time per category, GPU busy vs wall time); then the
-#             training cases under torch.compile (default and CUDA graphs), also profiled
+#             throughput and training cases under torch.compile (default and CUDA graphs), profiled
 #   model     tools/benchmark_model.py: BEVFormer v2 InternImage-B, 6 x 640x1600, bf16, with_cp
 #   train     the demo for 20 minutes with hybrid queries, then 20 minutes without
 # Set PYTHON to choose the interpreter (default: .venv/bin/python if present, else python).
@@ -38,7 +38,7 @@ for stage in "${stages[@]}"; do
       run host_overhead "$py" tools/benchmark_ops.py --host-overhead ;;
     backbone)
       run benchmark_backbone "$py" tools/benchmark_backbone.py --profile 5
-      run benchmark_backbone_compiled "$py" tools/benchmark_backbone.py --case t_train b_train \
+      run benchmark_backbone_compiled "$py" tools/benchmark_backbone.py --case t_throughput t_train b_train \
         --compile default reduce-overhead --profile 5 ;;
     model) run benchmark_model "$py" tools/benchmark_model.py configs/bev/bevformer_v2_internimage_b_nus.py \
       --resolution 640x1600 --amp bfloat16 --with-cp ;;

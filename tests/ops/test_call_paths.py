@@ -80,6 +80,16 @@ def test_traced_and_fake_calls_take_the_registered_op(cpu_kernels):
     assert traced == [False]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_jit_trace_records_the_registered_op(cpu_kernels):
+    # A direct call would be invisible to the tracer, leaving a graph without the op.
+    input, offset, mask, args = dcnv3_case(n=1, h=4, w=4, group=2, group_channels=4)
+    traced = torch.jit.trace(lambda i, o, m: ops.dcnv3(i, o, m, *args), (input, offset, mask))
+    assert "perception_ops::dcnv3" in str(traced.graph)
+    shifted = offset + 0.5
+    torch.testing.assert_close(traced(input, shifted, mask), ops.dcnv3(input, shifted, mask, *args))
+
+
 def test_double_backward_is_refused_clearly(cpu_kernels):
     input, offset, mask, args = dcnv3_case(n=1, h=4, w=4, group=2, group_channels=4)
     input.requires_grad_(True)

@@ -44,9 +44,17 @@ def select_backend(backend: str | None, device: torch.device) -> str:
         return "reference"  # no compiled kernel for this device type (e.g. mps, xpu)
     if kind != device.type:
         raise ValueError(f"{source} asks for the {kind} kernel, but the tensors are on {device}")
+    return kind if _kernels_usable(kind) else "reference"
+
+
+@torch._dynamo.assume_constant_result
+def _kernels_usable(kind: str) -> bool:
+    """Build or load the ``kind`` kernels on first use. torch.compile runs this eagerly and keeps the
+    answer as a constant: when a process's first op call is traced (mmengine's ``compile=True``
+    compiles train_step before any step), the build must not be traced into the graph."""
     if kind not in _extension.loaded_kernels:
         _extension.load_kernels(kind)
-    return kind if _extension.loaded_kernels[kind] is not None else "reference"
+    return _extension.loaded_kernels[kind] is not None
 
 
 _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)

@@ -75,3 +75,26 @@ def test_export_traces_the_custom_ops(cpu_kernels):
     assert "perception_ops.dcnv3.default" in targets
     assert "perception_ops.ms_deform_attn.default" in targets
     torch.testing.assert_close(exported.module()(x, ref), model(x, ref))
+
+
+@pytest.mark.slow
+def test_compiling_before_any_eager_call_builds_the_kernels_outside_the_trace(cpu_kernels, monkeypatch):
+    # mmengine's `compile=True` compiles train_step before the first step, so the first op call a
+    # process makes may be traced: the kernels must then load outside the graph, not be traced into it.
+    from ops import _extension
+
+    monkeypatch.setattr(_extension, "loaded_kernels", {})
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _DeformBlock()
+    x = torch.randn(2, 6, 7, 16, requires_grad=True)
+    ref = torch.rand(2, 42, 1, 2)
+    actual = torch.compile(model, fullgraph=True)(x, ref)
+    actual.sum().backward()
+    assert _extension.loaded_kernels.get("cpu") is not None
+    compiled_grad = x.grad.clone()
+    x.grad = None
+    expected = model(x, ref)
+    expected.sum().backward()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled_grad, x.grad, rtol=1e-4, atol=1e-5)

@@ -24,12 +24,16 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dcnv3 backward", ("dcnv3_backward", "dcnv3_mask_softmax_backward")),
     ("dcnv3 forward", ("dcnv3",)),
     ("deformable attention", ("msda_", "ms_deform_attn")),
-    ("optimizer", ("adam", "sgd", "foreach", "multi_tensor", "_amp_update_scale", "unscale")),
+    ("optimizer", ("adam", "sgd", "foreach", "multi_tensor", "_amp_update_scale", "unscale", "lerp_", "addcdiv_",
+                   "addcmul_")),
+    ("attention", ("scaled_dot_product", "flash", "fmha", "efficient_attention")),
     # cuDNN convolutions run implicit-GEMM kernels, so they are told apart before the matmuls.
     ("convolution", ("conv", "cudnn", "depthwise", "fprop", "dgrad", "wgrad", "implicit", "winograd")),
     ("matmul", ("gemm", "cutlass", "xmma", "cublas", "sm90_", "sm80_", "aten::mm", "aten::addmm", "aten::bmm",
                 "aten::linear")),
     ("layer norm", ("layer_norm", "layernorm", "gammabeta")),
+    ("batch norm", ("batch_norm", "batchnorm", "bn_fw", "bn_bw")),
+    ("indexing", ("index", "nonzero", "gather", "scatter", "masked_select")),
     ("softmax and loss", ("softmax", "cross_entropy", "nll_loss", "log_softmax")),
     ("inductor fused", ("triton_",)),  # torch.compile's generated kernels not named above
     ("reduction", ("reduce", "aten::sum", "aten::mean")),

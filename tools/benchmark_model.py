@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from _profile import format_profile, profile_steps  # noqa: E402
 from _runner_common import DictAction, register_all  # noqa: E402
 from _timing import median_seconds  # noqa: E402
 
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, profile this many training steps and print where their time goes")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.resolution.lower().split("x"))
     device = torch.device(args.device)
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training step: {step * 1e3:.1f} ms median | peak memory {peak:.2f} GiB")
     print(f"inference: {inference * 1e3:.1f} ms per batch | {args.batch / inference:.2f} samples/s | "
           f"{6 * args.batch / inference:.1f} current-frame camera images/s")
+    if args.profile:
+        model.train()
+        print("training step profile:")
+        print(format_profile(profile_steps(train_step, device, steps=args.profile, warmup=1), device), flush=True)
     return 0
 
 

@@ -11,7 +11,7 @@
 #   backbone  tools/benchmark_backbone.py: InternImage throughput, latency, training speed and memory,
 #             each with a profile (kernel time per category, GPU busy vs wall time); then the
 #             throughput and training cases under torch.compile (default and CUDA graphs), profiled
-#   model     tools/benchmark_model.py: BEVFormer v2 InternImage-B, 6 x 640x1600, bf16, with_cp
+#   model     tools/benchmark_model.py: BEVFormer v2 InternImage-B, 6 x 640x1600, bf16, with_cp, profiled
 #   train     the demo for 20 minutes with hybrid queries, then 20 minutes without
 # Set PYTHON to choose the interpreter (default: .venv/bin/python if present, else python).
 set -uo pipefail
@@ -41,7 +41,7 @@ for stage in "${stages[@]}"; do
       run benchmark_backbone_compiled "$py" tools/benchmark_backbone.py --case t_throughput t_train b_train \
         --compile default reduce-overhead --profile 5 ;;
     model) run benchmark_model "$py" tools/benchmark_model.py configs/bev/bevformer_v2_internimage_b_nus.py \
-      --resolution 640x1600 --amp bfloat16 --with-cp ;;
+      --resolution 640x1600 --amp bfloat16 --with-cp --profile 3 ;;
     train)
       run train_hybrid "$py" tools/demo.py --out "$out/demo_hybrid" --max-minutes 20
       run train_plain "$py" tools/demo.py --out "$out/demo_plain" --max-minutes 20 \

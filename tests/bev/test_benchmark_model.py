@@ -27,7 +27,11 @@ def test_rig_projects_points_ahead_into_the_front_camera():
 def test_benchmark_prints_step_memory_and_throughput(capsys):
     tool = load_tool("benchmark_model")
     config = ROOT / "configs" / "bev" / "bevformer_v2_tiny_synthetic.py"
-    assert tool.main([str(config), "--device", "cpu", "--resolution", "96x160", "--iters", "1", "--warmup", "0"]) == 0
+    assert tool.main([str(config), "--device", "cpu", "--resolution", "96x160", "--iters", "1", "--warmup", "0",
+                      "--profile", "1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"training step: [\d.]+ ms median", out), out
     assert re.search(r"inference: [\d.]+ ms per batch \| [\d.]+ samples/s", out), out
+    # The BEV encoder's deformable attention and the backbone's DCNv3 both show in the profile.
+    assert "profile: wall" in out
+    assert "    deformable attention " in out and "    dcnv3 backward " in out, out

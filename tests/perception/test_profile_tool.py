@@ -41,6 +41,11 @@ def profiler():
     ("aten::addmm", "matmul"),
     ("triton_per_fused_native_layer_norm_0", "layer norm"),
     ("triton_poi_fused_add_gelu_mul_3", "inductor fused"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>(...)", "attention"),
+    ("void at::native::index_elementwise_kernel<128, 4, ...>(...)", "indexing"),
+    ("aten::lerp_", "optimizer"),
+    ("void at::native::batch_norm_collect_statistics_kernel<float, float, float>(...)", "batch norm"),
     ("some_unknown_kernel", "other"),
 ])
 def test_kernel_names_fall_into_their_category(profiler, name, category):

@@ -16,7 +16,7 @@ from tests.ops.cases import dcnv3_case, msda_case
 def _grads_of(fn, tensors):
     leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
     out = fn(*leaves)
-    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out))
     return out.detach(), [t.grad for t in leaves]
 
 
@@ -96,3 +96,29 @@ def test_double_backward_is_refused_clearly(cpu_kernels):
     (grad,) = torch.autograd.grad(ops.dcnv3(input, offset, mask, *args).square().sum(), input, create_graph=True)
     with pytest.raises(RuntimeError, match="twice|once_differentiable|double"):
         grad.sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_eager_path_matches_the_registered_op(dtype):
+    # The CUDA backward scatters with atomics, whose order varies, so the paths agree closely
+    # rather than bitwise; the forward has no atomics and is compared exactly.
+    tolerance = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-5)
+    input, offset, mask, args = dcnv3_case(n=2, h=9, w=7, group=2, group_channels=16, seed=4, device="cuda")
+    input, offset, mask = (t.to(dtype) for t in (input, offset, mask))
+    direct = _grads_of(lambda i, o, m: ops.dcnv3(i, o, m, *args, mask_softmax=True), (input, offset, mask))
+    assert ops.select_backend(None, input.device) == "cuda"
+    registered = _grads_of(lambda i, o, m: torch.ops.perception_ops.dcnv3(i, o, m, *args, True),
+                           (input, offset, mask))
+    assert torch.equal(direct[0], registered[0])
+    for a, b in zip(direct[1], registered[1]):
+        torch.testing.assert_close(a, b, **tolerance)
+    value, shapes, starts, loc, weights = (t.to(dtype) if t.is_floating_point() else t
+                                           for t in msda_case(seed=4, device="cuda"))
+    direct = _grads_of(lambda v, lo, w: ops.ms_deform_attn(v, shapes, starts, lo, w), (value, loc, weights))
+    registered = _grads_of(lambda v, lo, w: torch.ops.perception_ops.ms_deform_attn(v, shapes, starts, lo, w),
+                           (value, loc, weights))
+    assert torch.equal(direct[0], registered[0])
+    for a, b in zip(direct[1], registered[1]):
+        torch.testing.assert_close(a, b, **tolerance)

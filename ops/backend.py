@@ -69,8 +69,8 @@ def calls_kernels_directly(*tensors: torch.Tensor) -> bool:
     whose GPU work per call is short. The direct path runs the same kernels, so it is taken only in
     plain eager mode: not while torch.compile, torch.export or torch.jit.trace traces (they need
     the registered op, and the first two its fake kernel), not under functorch transforms, and not
-    for tensor subclasses such as fake tensors.
+    for meta tensors or tensor subclasses such as fake tensors (they need the fake kernel).
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active():
         return False
-    return all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)
+    return not tensors[0].is_meta and all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)

@@ -108,5 +108,5 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     dtype = kernel_dtype(chosen, value.dtype)
     tensors = (value.to(dtype).contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
                sampling_locations.to(dtype).contiguous(), attention_weights.to(dtype).contiguous())
-    op = _MSDADirect.apply if chosen != "meta" and calls_kernels_directly(*tensors) else _msda_op
+    op = _MSDADirect.apply if calls_kernels_directly(*tensors) else _msda_op
     return op(*tensors).to(value.dtype)

@@ -126,7 +126,7 @@ def dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: 
         return dcnv3_reference(input, offset, mask, *args)
     dtype = kernel_dtype(chosen, input.dtype)
     tensors = (input.to(dtype).contiguous(), offset.to(dtype).contiguous(), mask.to(dtype).contiguous())
-    if chosen != "meta" and calls_kernels_directly(*tensors):
+    if calls_kernels_directly(*tensors):
         out = _DCNv3Direct.apply(*tensors, args)
     else:
         out = _dcnv3_op(*tensors, *args)

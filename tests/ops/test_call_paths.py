@@ -63,6 +63,7 @@ def test_traced_and_fake_calls_take_the_registered_op(cpu_kernels):
 
     plain = torch.zeros(2)
     assert calls_kernels_directly(plain, torch.nn.Parameter(plain))
+    assert not calls_kernels_directly(torch.zeros(2, device="meta"))
     with FakeTensorMode() as mode:
         assert not calls_kernels_directly(mode.from_tensor(plain))
     # Under functorch transforms (vmap, grad) the direct path would hand wrapped tensors to C++.

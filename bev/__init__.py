@@ -1,7 +1,8 @@
-"""BEVFormer v2 on InternImage: view transformer, temporal fusion, 3D detection and perspective heads.
+"""The BEV spine every BEV task shares, the meta-architecture with named task heads, and the 3D
+detection head (DETR box decoder + perspective head with two-stage hybrid queries).
 
 Importing this package registers its modules in the project's mmengine MODELS registry, so configs
-can say ``type='BEVFormerV2'``.
+can say ``type='BEVFormerV2'``, ``type='Detection3DHead'`` and so on.
 """
 
 from perception.engine import MODELS, register_lower_layers
@@ -9,14 +10,16 @@ from perception.models.necks import FPN
 
 from .box_coder import decode_boxes, encode_boxes
 from .detection_head import BEVDetectionHead
-from .detector import BEVFormerV2
 from .encoder import BEVEncoder, SpatialCrossAttention
+from .heads import Detection3DHead, TaskHead
+from .model import BEVFormerV2
 from .perspective_head import PerspectiveHead
+from .spine import BEVSpine, SpineOutput
 from .temporal import ResidualConvFusion
 
-for _cls in (BEVFormerV2, BEVEncoder, BEVDetectionHead, PerspectiveHead, FPN):
+for _cls in (BEVFormerV2, BEVSpine, BEVEncoder, BEVDetectionHead, Detection3DHead, PerspectiveHead, FPN):
     MODELS.register_module(module=_cls, force=True)
 register_lower_layers()
 
-__all__ = ["BEVDetectionHead", "BEVEncoder", "BEVFormerV2", "PerspectiveHead", "ResidualConvFusion",
-           "SpatialCrossAttention", "decode_boxes", "encode_boxes"]
+__all__ = ["BEVDetectionHead", "BEVEncoder", "BEVFormerV2", "BEVSpine", "Detection3DHead", "PerspectiveHead",
+           "ResidualConvFusion", "SpatialCrossAttention", "SpineOutput", "TaskHead", "decode_boxes", "encode_boxes"]

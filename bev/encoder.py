@@ -32,18 +32,28 @@ def pillar_points(grid, heights: int, device: torch.device | None = None) -> Ten
     return torch.cat([cells, z.view(1, heights, 1).expand(cells.shape[0], heights, 1)], dim=-1)
 
 
-def project_to_cameras(points: Tensor, ego2img: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def project_to_cameras(points: Tensor, ego2img: Tensor, image_size: tuple[int, int],
+                       valid_region: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Project ego-frame points into every camera of every sample.
 
     points (P, 3) or (..., 3) metric; ego2img (B, Ncam, 4, 4); image_size (H, W) of the (padded)
-    network input. Returns normalised (u, v) in [0, 1] (B, Ncam, *points.shape[:-1], 2) and a
-    visibility mask: in front of the camera and inside the image. Computed in float32.
+    network input; valid_region (B, Ncam, 4) optional pixel box (u0, v0, u1, v1) of each camera's
+    real image inside the padded input. Returns normalised (u, v) in [0, 1]
+    (B, Ncam, *points.shape[:-1], 2) and a visibility mask: in front of the camera and inside the
+    image (inside its real region, so padding is never sampled). Computed in float32.
     """
     shape = points.shape[:-1]
     uv, depth = project_points(ego2img.float(), points.reshape(-1, 3).float(), eps=_EPS)
     height, width = image_size
+    visible = (depth > _EPS) & torch.isfinite(uv).all(-1)
+    if valid_region is not None:
+        region = valid_region.float().flatten(0, 1)[:, None]  # (B·Ncam, 1, 4)
+        b, n = ego2img.shape[:2]
+        flat_uv = uv.reshape(b * n, -1, 2)
+        inside = (flat_uv > region[..., :2]).all(-1) & (flat_uv < region[..., 2:]).all(-1)
+        visible = visible & inside.reshape(visible.shape)
     uv = uv / uv.new_tensor([width, height])
-    visible = (depth > _EPS) & (uv > 0).all(-1) & (uv < 1).all(-1) & torch.isfinite(uv).all(-1)
+    visible = visible & (uv > 0).all(-1) & (uv < 1).all(-1)
     b, n = ego2img.shape[:2]
     return uv.reshape(b, n, *shape, 2), visible.reshape(b, n, *shape)
 
@@ -172,13 +182,15 @@ class BEVEncoder(nn.Module):
         starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
         return torch.cat(flat, dim=1), spatial_shapes, starts
 
-    def forward(self, features: list[Tensor], ego2img: Tensor, image_size: tuple[int, int]) -> Tensor:
+    def forward(self, features: list[Tensor], ego2img: Tensor, image_size: tuple[int, int],
+                valid_region: Tensor | None = None) -> Tensor:
         """features: per level (B, Ncam, C, h, w); ego2img (B, Ncam, 4, 4) maps points of the BEV's
-        ego frame to pixels of the (padded) input of size ``image_size``."""
+        ego frame to pixels of the (padded) input of size ``image_size``; valid_region (B, Ncam, 4)
+        optional pixel box of each camera's real image (see :func:`project_to_cameras`)."""
         b = ego2img.shape[0]
         device = ego2img.device
         value, spatial_shapes, starts = self.flatten_features(features)
-        reference_uv, visible = project_to_cameras(self.pillars, ego2img, image_size)
+        reference_uv, visible = project_to_cameras(self.pillars, ego2img, image_size, valid_region)
         reference_uv = reference_uv.to(value.dtype)
         bev = self.bev_queries.weight.to(value.dtype)[None].expand(b, -1, -1)
         bev_pos = self.bev_position(b).to(value.dtype)

@@ -233,6 +233,7 @@ class NuScenesDetectionMetric(BaseMetric):
         version / eval_set: devkit version and split (eval_set defaults per version).
         out_dir: where the results JSON and the devkit's summaries go.
         format_only: write the JSON (e.g. for the test server) without evaluating.
+        head: the name of the detection head whose predictions are scored.
     """
 
     default_prefix = "nuscenes"
@@ -246,15 +247,20 @@ class NuScenesDetectionMetric(BaseMetric):
         out_dir: str = "work_dirs/nuscenes_eval",
         format_only: bool = False,
         meta: dict | None = None,
+        head: str = "detection",
         collect_device: str = "cpu",
         prefix: str | None = None,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.head = head
         self.ann_file, self.data_root, self.version = ann_file, data_root, version
         self.eval_set, self.out_dir, self.format_only, self.meta = eval_set, out_dir, format_only, meta
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        for pred in data_samples:
+        """``data_samples``: the model's per-sample predictions (the detection head's dict under
+        ``head``, docs/architecture.md) or detection dicts themselves (boxes, scores, labels)."""
+        for sample in data_samples:
+            pred = dict(sample[self.head], sample_token=sample["sample_token"]) if self.head in sample else sample
             self.results.append(
                 {
                     k: _numpy(v) if k != "sample_token" and k != "attributes" else v

@@ -8,7 +8,7 @@ import torch
 
 from backbones import InternImage
 from bev.detection_head import BEVDetectionHead
-from bev.detector import BEVFormerV2
+from bev.model import BEVFormerV2
 from bev.encoder import BEVEncoder
 from bev.perspective_head import PerspectiveHead
 from perception.models.necks import FPN

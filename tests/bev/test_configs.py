@@ -55,4 +55,4 @@ def test_config_builds_and_runs(config):
     model.eval()
     with torch.no_grad():
         pred = model(**data, mode="predict")[0]
-    assert pred["boxes"].shape[1] == 9 and pred["sample_token"] == "t"
+    assert pred["detection"]["boxes"].shape[1] == 9 and pred["sample_token"] == "t"

@@ -18,6 +18,11 @@ def _inputs(batch: int, frames: int, seed: int = 0):
     return img, dict(ego2img=ego2img), dict(prev2curr=prev2curr, history_valid=valid)
 
 
+def _layers(outputs):
+    """The detection head's per-decoder-layer (logits, codes) from the model's tensor-mode outputs."""
+    return outputs["detection"]["layers"]
+
+
 def _slice(cams, ego, i):
     return {k: v[i:i + 1] for k, v in cams.items()}, {k: v[i:i + 1] for k, v in ego.items()}
 
@@ -30,9 +35,9 @@ def test_batch_of_two_equals_each_sample_alone(frames, hybrid):
     cams["ego2img"][1] = rig_ego2img(1, frames, yaws=(10, -50, 70, 190, 130, -110))[0]
     ego["history_valid"][1, 0] = False
     with torch.no_grad():
-        both = model(img, cams, ego)
+        both = _layers(model(img, cams, ego))
         for i in range(2):
-            alone = model(img[i:i + 1], *_slice(cams, ego, i))
+            alone = _layers(model(img[i:i + 1], *_slice(cams, ego, i)))
             for (logits, codes), (logits1, codes1) in zip(both, alone):
                 torch.testing.assert_close(logits[i:i + 1], logits1, rtol=1e-4, atol=1e-4)
                 torch.testing.assert_close(codes[i:i + 1], codes1, rtol=1e-4, atol=1e-4)
@@ -43,19 +48,19 @@ def test_missing_history_uses_the_nearest_available_frame():
     img, cams, ego = _inputs(1, 2)
     ego["history_valid"][0, 0] = False
     with torch.no_grad():
-        missing = model(img, cams, ego)
+        missing = _layers(model(img, cams, ego))
         # With the past frame missing, its content must not matter.
         img_other = img.clone()
         img_other[:, 0] = torch.randn_like(img_other[:, 0])
-        torch.testing.assert_close(model(img_other, cams, ego)[-1][0], missing[-1][0])
+        torch.testing.assert_close(_layers(model(img_other, cams, ego))[-1][0], missing[-1][0])
 
 
 def _mirror_equivariant_image_side(model):
     """Swap the learned image side for adaptive average pooling to each FPN level's size plus a fixed
     1x1 channel map. Both commute with a horizontal mirror, so a mirrored image gives exactly the
     mirrored features, and flipping them back must give the original sample's features."""
-    learned = model.image_features
-    mix = torch.randn(model.encoder.embed_dims, 3, generator=torch.Generator().manual_seed(5))
+    learned = model.spine.image_features
+    mix = torch.randn(model.spine.embed_dims, 3, generator=torch.Generator().manual_seed(5))
 
     def image_features(images):  # (B, Ncam, 3, H, W) -> per level (B·Ncam, C, h, w)
         shapes = [f.shape[-2:] for f in learned(images)]
@@ -63,7 +68,7 @@ def _mirror_equivariant_image_side(model):
         return [torch.einsum("dc,nchw->ndhw", mix, torch.nn.functional.adaptive_avg_pool2d(flat, s))
                 for s in shapes]
 
-    model.image_features = image_features
+    model.spine.image_features = image_features
 
 
 @pytest.mark.parametrize("frames", [1, 2])
@@ -80,15 +85,15 @@ def test_mirrored_images_are_flipped_back_to_the_original_geometry(frames):
     flip = torch.as_tensor(image_aug_matrix(flip=True, out_width=IMAGE_W), dtype=torch.float32)
     mirrored = dict(ego2img=flip @ cams["ego2img"], img_aug=flip.expand(1, frames, 6, 4, 4).clone())
     with torch.no_grad():
-        expected = model(img, cams, ego)
-        actual = model(img.flip(-1), mirrored, ego)
+        expected = _layers(model(img, cams, ego))
+        actual = _layers(model(img.flip(-1), mirrored, ego))
     for (logits, codes), (logits_m, codes_m) in zip(expected, actual):
         torch.testing.assert_close(logits_m, logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(codes_m, codes, rtol=1e-4, atol=1e-4)
 
 
 def test_flip_back_matrix_undoes_the_augmentation_flip():
-    from bev.detector import feature_ego2img
+    from bev.spine import feature_ego2img
     from perception.structures.cameras import image_aug_matrix
 
     ego2img = rig_ego2img(1, 1)
@@ -124,7 +129,7 @@ def test_video_mode_reuses_cached_frames_and_matches_the_full_computation():
     img, cams, ego = _inputs(1, frames)
     tokens = [f"token{t}" for t in range(frames)]
     calls = []
-    model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    model.spine.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     with torch.no_grad():
         expected = [model(img[:, t - 2:t + 1], cams={"ego2img": cams["ego2img"][:, t - 2:t + 1]},
                           ego={k: v[:, t - 2:t + 1] for k, v in ego.items()}) for t in range(2, frames)]
@@ -135,6 +140,6 @@ def test_video_mode_reuses_cached_frames_and_matches_the_full_computation():
             meta = [{"sample_token": tokens[t], "frame_tokens": tokens[t - 2:t + 1]}]
             out = model(img[:, t - 2:t + 1], cams={"ego2img": cams["ego2img"][:, t - 2:t + 1]},
                         ego={k: v[:, t - 2:t + 1] for k, v in ego.items()}, meta=meta)
-            torch.testing.assert_close(out[-1][0], expected[i][-1][0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(_layers(out)[-1][0], _layers(expected[i])[-1][0], rtol=1e-5, atol=1e-5)
     assert full_calls == 3 * 3  # 3 frames of backbone per step without the cache
     assert len(calls) == frames  # each of the 5 frames once with it

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ops import MultiScaleDeformableAttention, ms_deform_attn
 from ops.modules import init_deformable_attention
+from perception.models.layers import FFN
 from perception.structures.cameras import project_points
 
 __all__ = ["BEVEncoder", "SpatialCrossAttention", "pillar_points", "project_to_cameras"]
@@ -123,8 +124,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MultiScaleDeformableAttention(dims, heads, num_levels=1, num_points=4, dropout=dropout)
         self.cross_attn = SpatialCrossAttention(dims, heads, levels, pillar_heights, points_per_height, dropout)
-        self.ffn = nn.Sequential(nn.Linear(dims, ffn_dims), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dims, dims), nn.Dropout(dropout))
+        self.ffn = FFN(dims, ffn_dims, dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(dims) for _ in range(3))
 
     def forward(self, bev: Tensor, bev_pos: Tensor, bev_shape: Tensor, bev_ref: Tensor, cam_value: Tensor,
@@ -134,7 +134,7 @@ class EncoderLayer(nn.Module):
                                            spatial_shapes=bev_shape, level_start_index=start))
         bev = self.norms[1](self.cross_attn(bev, bev_pos, cam_value, spatial_shapes, level_start_index,
                                             reference_uv, visible))
-        return self.norms[2](bev + self.ffn(bev))
+        return self.norms[2](self.ffn(bev))  # FFN adds its input back
 
 
 class BEVEncoder(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ops import MultiScaleDeformableAttention, ms_deform_attn
-from ops.modules import init_deformable_attention
+from ops.modules import init_deformable_attention, sampling_locations
 from perception.models.layers import FFN
 from perception.structures.cameras import project_points
 
@@ -105,13 +105,14 @@ class SpatialCrossAttention(nn.Module):
                 level_start_index: Tensor) -> Tensor:
         bn, length, _ = query.shape
         heads, levels, d, pph = self.heads, self.levels, self.pillar_heights, self.points_per_height
-        offsets = self.sampling_offsets(query).view(bn, length, heads, levels, d, pph, 2)
-        normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets.dtype)
-        locations = ref[:, :, None, None, :, None, :] + offsets / normalizer[None, None, None, :, None, None, :]
+        offsets = self.sampling_offsets(query).view(bn, length, heads, levels, d * pph, 2)
+        # Each anchor's points_per_height points sample around that anchor's projection.
+        anchors = ref[:, :, None, None, :, None, :].expand(-1, -1, 1, 1, d, pph, 2)
+        anchors = anchors.reshape(bn, length, 1, 1, d * pph, 2)
+        locations = sampling_locations(anchors, offsets, spatial_shapes)
         weights = self.attention_weights(query).view(bn, length, heads, levels * d * pph).softmax(-1)
         value = self.value_proj(value).view(bn, value.shape[1], heads, -1)
-        out = ms_deform_attn(value, spatial_shapes, level_start_index,
-                             locations.reshape(bn, length, heads, levels, d * pph, 2),
+        out = ms_deform_attn(value, spatial_shapes, level_start_index, locations,
                              weights.view(bn, length, heads, levels, d * pph))
         return out
 

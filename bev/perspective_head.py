@@ -16,30 +16,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perception.models.losses import sigmoid_focal_loss
+from perception.structures.boxes import box_corners
 from perception.structures.cameras import project_points
 
-__all__ = ["PerspectiveHead", "box_corners", "project_boxes"]
+__all__ = ["PerspectiveHead", "project_boxes"]
 
 _INF = 1e8
-
-
-def box_corners(boxes: Tensor) -> Tensor:
-    """(N, >=7) boxes (x, y, z, w, l, h, yaw, ...) -> (N, 8, 3) corners in the boxes' frame."""
-    centre, (w, l, h), yaw = boxes[:, :3], boxes[:, 3:6].unbind(-1), boxes[:, 6]
-    signs = torch.tensor([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)],
-                         dtype=boxes.dtype, device=boxes.device)
-    local = signs[None] * torch.stack([l, w, h], -1)[:, None] / 2  # l along heading (x), w across (y)
-    cos, sin = yaw.cos()[:, None], yaw.sin()[:, None]
-    x = local[..., 0] * cos - local[..., 1] * sin
-    y = local[..., 0] * sin + local[..., 1] * cos
-    return torch.stack([x, y, local[..., 2]], -1) + centre[:, None]
 
 
 def project_boxes(boxes: Tensor, ego2img: Tensor, image_size: tuple[int, int], min_depth: float = 0.5
                   ) -> dict[str, Tensor]:
     """Project (N, 9) ego-frame boxes into one camera. Returns the clipped 2D box (N, 4) xyxy, the
     projected centre (N, 2), its depth (N,) and a validity flag (centre in front and box overlaps)."""
-    corners = box_corners(boxes)
+    corners = box_corners(boxes)  # the order does not matter: only their extent is used
     points = torch.cat([boxes[:, None, :3], corners], 1)
     uv, depth = project_points(ego2img.to(points.dtype), points, eps=1e-3)
     height, width = image_size

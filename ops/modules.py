@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from .deform_attn import ms_deform_attn
 from .deform_conv import dcnv3
 
-__all__ = ["DCNv3", "MultiScaleDeformableAttention", "ToChannelsFirst", "ToChannelsLast", "init_deformable_attention"]
+__all__ = ["DCNv3", "MultiScaleDeformableAttention", "ToChannelsFirst", "ToChannelsLast", "init_deformable_attention",
+           "sampling_locations"]
 
 
 class ToChannelsLast(nn.Module):
@@ -204,8 +205,17 @@ class MultiScaleDeformableAttention(nn.Module):
     def _sampling_locations(self, reference_points: Tensor, offsets: Tensor, spatial_shapes: Tensor) -> Tensor:
         ref = reference_points[:, :, None, :, None, :]
         if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
-            return ref + offsets / normalizer[None, None, None, :, None, :]
+            return sampling_locations(ref, offsets, spatial_shapes)
         if reference_points.shape[-1] == 4:
             return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
         raise ValueError(f"reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}")
+
+
+def sampling_locations(reference: Tensor, offsets: Tensor, spatial_shapes: Tensor) -> Tensor:
+    """Normalised (x, y) sampling locations of :func:`ms_deform_attn` from reference points and pixel offsets.
+
+    offsets (..., L, P, 2) are in pixels of each level (x, y); reference (normalised x, y) broadcasts
+    against them; spatial_shapes (L, 2) hold each level's (H, W). An offset of one pixel moves the
+    location by 1/W (x) or 1/H (y) of that level."""
+    normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+    return reference + offsets / normalizer[:, None, :]

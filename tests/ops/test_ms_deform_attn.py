@@ -81,3 +81,14 @@ def test_module_standard_initialisation():
     torch.testing.assert_close(bias[0, 0], torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
     torch.testing.assert_close(bias[1, 1], torch.tensor([[0.0, 1.0], [0.0, 2.0]]), atol=1e-6, rtol=0)
     assert attn.attention_weights.weight.abs().sum() == 0 and attn.sampling_offsets.weight.abs().sum() == 0
+
+
+def test_sampling_locations_move_by_one_pixel_of_each_level():
+    from ops.modules import sampling_locations
+
+    shapes = torch.tensor([[4, 8], [2, 5]])  # level 0: H=4, W=8; level 1: H=2, W=5
+    reference = torch.tensor([0.5, 0.25]).view(1, 1, 1, 1, 1, 2)
+    offsets = torch.tensor([[[1.0, 2.0]], [[-1.0, 1.0]]]).view(1, 1, 1, 2, 1, 2)  # (N, Q, M, L, P, 2)
+    out = sampling_locations(reference, offsets, shapes)
+    expected = torch.tensor([[0.5 + 1 / 8, 0.25 + 2 / 4], [0.5 - 1 / 5, 0.25 + 1 / 2]]).view(1, 1, 1, 2, 1, 2)
+    torch.testing.assert_close(out, expected)

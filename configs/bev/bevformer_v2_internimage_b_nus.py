@@ -3,6 +3,5 @@
 _base_ = ["./_base_/bevformer_v2_nus.py"]
 
 model = dict(
-    backbone=dict(variant="b", layer_scale=1.0, drop_path_rate=0.4, out_indices=(1, 2, 3), with_cp=True),
-    neck=dict(in_channels=[224, 448, 896]),
+    backbone=dict(variant="b", drop_path_rate=0.4),
 )

@@ -1,23 +1,9 @@
-# Tiny BEVFormer v2 on the embedded synthetic world (python tools/create_data.py synthetic --out DIR).
-# Trains on a 2-core CPU; the README's main job (tools/demo.py) uses it.
+# Tiny BEVFormer v2 on the embedded synthetic world (python tools/create_data.py synthetic --out DIR), with
+# the synthetic world's pipeline. Trains on a 2-core CPU; the README's main job (tools/demo.py) uses it.
 _base_ = ["../_base_/datasets/synthetic_bev.py", "./_base_/bevformer_v2_tiny_model.py", "./_base_/runtime.py"]
 
-custom_imports = dict(imports=["bev", "perception.data", "perception.evaluation.nuscenes"], allow_failed_imports=False)
-data_root = "data/synthetic/"
-bev_range = dict(x_range=(-32.0, 32.0), y_range=(-32.0, 32.0))  # the tiny model's BEV grid
-
-train_pipeline = [
-    dict(type="LoadMultiViewImages", num_workers=6),
-    dict(type="ResizeCropFlipImage", final_size=(320, 180), scale_range=(0.94, 1.1), flip_prob=0.5),
-    dict(type="PhotometricAugmentation", prob=0.5),
-    dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05)),
-    dict(type="ObjectRangeFilter", **bev_range),
-    dict(type="NormalizeMultiViewImages"),
-    dict(type="PadMultiViewImages", size_divisor=32),
-    dict(type="PackBEVInputs", with_boxes_2d=False),
-]
 train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True,
-                        dataset=dict(pipeline=train_pipeline, num_frames={{_base_.num_frames}}))
+                        dataset=dict(num_frames={{_base_.num_frames}}))
 val_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True,
                       dataset=dict(num_frames={{_base_.num_frames}}))
 test_dataloader = val_dataloader

@@ -1,9 +1,12 @@
-"""Per-sample info files for nuScenes-format datasets (real nuScenes and the synthetic world).
+"""Per-sample info files for nuScenes-format datasets (real nuScenes, the synthetic world) and any other
+camera rig converted to this format.
 
-Format ``perception.nuscenes_infos`` version 1, a pickle holding::
+Format ``perception.nuscenes_infos`` version 2, a pickle holding::
 
-    {"metadata": {"format": "perception.nuscenes_infos", "format_version": 1, "version": "v1.0-mini",
-                  "split": "val", "classes": DETECTION_CLASSES},
+    {"metadata": {"format": "perception.nuscenes_infos", "format_version": 2, "version": "v1.0-mini",
+                  "split": "val", "classes": DETECTION_CLASSES,
+                  "cameras": [name, ...],               # the rig: camera names, in order
+                  "image_sizes": {name: (w, h), ...}},  # native image size per camera
      "infos": [info, ...]}              # ordered by scene, then time
 
 Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our box convention)::
@@ -12,13 +15,18 @@ Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our
     ego2global (4,4)        key frame (LIDAR_TOP) ego pose
     prev2curr (4,4)         previous key frame's ego -> this ego (identity at a scene start)
     lidar_path, lidar2ego (4,4)
-    cams: {CAM_FRONT, CAM_FRONT_RIGHT, CAM_FRONT_LEFT, CAM_BACK, CAM_BACK_LEFT, CAM_BACK_RIGHT} (that order),
-          each {data_path, sample_data_token, timestamp, image_size (w, h), intrinsics (3,3),
-                cam2ego (4,4) (camera -> key-frame ego, through the camera's own ego pose),
-                sensor2ego (4,4) (calibration), cam_ego2global (4,4), ego2img (4,4), lidar2img (4,4)}
+    cams: {name: entry} for every camera of the rig, in the rig's order; each entry
+          {data_path, sample_data_token, timestamp, image_size (w, h), intrinsics (3,3),
+           cam2ego (4,4) (camera -> key-frame ego, through the camera's own ego pose),
+           sensor2ego (4,4) (calibration), cam_ego2global (4,4), ego2img (4,4), lidar2img (4,4)}
     gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore), gt_attributes,
     num_lidar_pts, num_radar_pts, valid_flag (lidar + radar points > 0), instance_tokens, ann_tokens
     occ_path (Occ3D labels.npz, relative to the data root, or None), openlane_path (or None)
+
+Camera order: the nuScenes order (FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT, BACK_RIGHT) when the six
+nuScenes channels are present, else the order of the camera channels in the sensor table
+(:func:`perception.structures.cameras.rig_camera_order`). Version 1 files (no rig in the metadata) still
+load: their rig is inferred from the first sample (its cameras in order and their ``image_size``).
 
 Paths are relative to the data root. ``data_path`` etc. use forward slashes.
 """
@@ -27,24 +35,24 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+import queue
+import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from perception.structures.cameras import CAMERA_NAMES, compose_ego2img
+from perception.structures.cameras import compose_ego2img, rig_camera_order
 from perception.structures.classes import DETECTION_CLASSES, NUSCENES_CATEGORY_TO_DETECTION
 from perception.structures.nuscenes_boxes import global_boxes_to_ego
 from perception.structures.transforms import make_transform
 
 INFO_FORMAT = "perception.nuscenes_infos"
-INFO_FORMAT_VERSION = 1
+INFO_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # version 1: no rig in the metadata (inferred from the first sample)
 REQUIRED_KEYS = ("token", "scene_token", "frame_index", "timestamp", "ego2global", "prev2curr", "cams")
 REQUIRED_CAM_KEYS = ("data_path", "intrinsics", "cam2ego", "ego2img")
-
-_NUSC = None  # the devkit object, shared with forked workers
 
 
 class InfoFileError(ValueError):
@@ -110,8 +118,16 @@ def _ground_truth(nusc, sample: dict, ego2global: np.ndarray) -> dict:
     )
 
 
-def scene_infos(nusc, scene: dict, with_gt: bool = True) -> list[dict]:
-    """Infos of every key frame of one scene, in time order."""
+def rig_cameras(nusc) -> list[str]:
+    """The camera channels of a devkit dataset's sensor table, in rig order (nuScenes order when the six
+    nuScenes cameras are present)."""
+    return rig_camera_order(s["channel"] for s in nusc.sensor if s["modality"] == "camera")
+
+
+def scene_infos(nusc, scene: dict, with_gt: bool = True, cameras: Iterable[str] | None = None) -> list[dict]:
+    """Infos of every key frame of one scene, in time order (``cameras``: the rig, default
+    :func:`rig_cameras`)."""
+    cameras = rig_cameras(nusc) if cameras is None else list(cameras)
     infos, token, frame, prev_e2g = [], scene["first_sample_token"], 0, None
     root = Path(nusc.dataroot)
     while token:
@@ -132,7 +148,7 @@ def scene_infos(nusc, scene: dict, with_gt: bool = True) -> list[dict]:
             prev2curr=prev2curr,
             lidar_path=lidar_sd["filename"],
             lidar2ego=lidar2ego,
-            cams={c: _camera_entry(nusc, sample["data"][c], ego2global, lidar2ego) for c in CAMERA_NAMES},
+            cams={c: _camera_entry(nusc, _channel(sample, c), ego2global, lidar2ego) for c in cameras},
         )
         if with_gt:
             info.update(_ground_truth(nusc, sample, ego2global))
@@ -144,6 +160,15 @@ def scene_infos(nusc, scene: dict, with_gt: bool = True) -> list[dict]:
     return infos
 
 
+def _channel(sample: dict, channel: str) -> str:
+    if channel not in sample["data"]:
+        raise InfoFileError(
+            f"sample {sample['token']} has no data for camera {channel} of the rig "
+            f"(it has {sorted(sample['data'])})"
+        )
+    return sample["data"][channel]
+
+
 def _openlane_path(root: Path, scene_token: str, timestamp: int) -> str | None:
     for split in ("train", "val", "test"):
         rel = f"openlane_v2/{split}/{scene_token}/info/{timestamp}.json"
@@ -152,14 +177,67 @@ def _openlane_path(root: Path, scene_token: str, timestamp: int) -> str | None:
     return None
 
 
-def _scene_shard(args: tuple[str, str, bool]) -> str:
-    scene_token, shard_path, with_gt = args
-    infos = scene_infos(_NUSC, _NUSC.get("scene", scene_token), with_gt)
+def _write_scene_shard(nusc, scene_token: str, shard_path: str, with_gt: bool, cameras: list[str]) -> str:
+    infos = scene_infos(nusc, nusc.get("scene", scene_token), with_gt, cameras)
     tmp = shard_path + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(infos, f)
     os.replace(tmp, shard_path)  # a shard exists only when complete, so a rerun can skip it
     return shard_path
+
+
+def _run_scene_workers(nusc, todo: list[tuple[str, str, bool]], workers: int, cameras: list[str], bar) -> None:
+    """Write the shards of ``todo`` in ``workers`` fork-started processes pulling scene jobs from a queue.
+
+    The target closes over the devkit object ``nusc``: a fork-started process inherits it and its target
+    is never pickled, so the (for trainval, huge) tables are not copied per job. A failing job or a
+    worker that dies stops the run with the scene's error."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    jobs, done = ctx.Queue(), ctx.Queue()
+
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            try:
+                _write_scene_shard(nusc, *job, cameras)
+                done.put((job[1], None))
+            except BaseException:
+                done.put((job[1], traceback.format_exc()))
+                return
+
+    for job in todo:
+        jobs.put(job)
+    procs = [ctx.Process(target=work, name=f"infos-worker-{i}", daemon=True) for i in range(workers)]
+    for _ in procs:
+        jobs.put(None)
+    for proc in procs:
+        proc.start()
+    try:
+        remaining = len(todo)
+        while remaining:
+            try:
+                shard, error = done.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead or all(p.exitcode is not None for p in procs):
+                    codes = [p.exitcode for p in procs]
+                    raise RuntimeError(
+                        f"info workers stopped with {remaining} scene(s) left (exit codes {codes}); "
+                        f"rerun to resume from the finished shards"
+                    ) from None
+                continue
+            if error is not None:
+                raise RuntimeError(f"building info shard {shard} failed:\n{error}")
+            remaining -= 1
+            bar.update()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        jobs.close()
+        done.close()
 
 
 def split_scene_names(version: str) -> dict[str, list[str]]:
@@ -181,13 +259,12 @@ def create_nuscenes_infos(
 ) -> dict[str, Path]:
     """Write ``nuscenes_infos_{split}.pkl`` for every split of ``version``; per-scene shards under
     ``out_dir/shards/<version>/`` make the run resumable (finished scenes are skipped)."""
-    global _NUSC
     if nusc is None:
         from nuscenes.nuscenes import NuScenes
 
         nusc = NuScenes(version=version, dataroot=root, verbose=False)
-    _NUSC = nusc
     with_gt = version != "v1.0-test"
+    cameras = rig_cameras(nusc)
     shard_dir = Path(out_dir) / "shards" / version
     shard_dir.mkdir(parents=True, exist_ok=True)
     by_name = {s["name"]: s for s in nusc.scene}
@@ -200,41 +277,77 @@ def create_nuscenes_infos(
                 if not path.exists():
                     todo.append((by_name[name]["token"], str(path), with_gt))
     bar = tqdm(total=len(todo), desc=f"infos {version}", unit="scene", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            for _ in pool.map(_scene_shard, todo):
+    try:
+        if workers > 1 and len(todo) > 1:
+            _run_scene_workers(nusc, todo, min(workers, len(todo)), cameras, bar)
+        else:
+            for job in todo:
+                _write_scene_shard(nusc, *job, cameras)
                 bar.update()
-    else:
-        for job in todo:
-            _scene_shard(job)
-            bar.update()
-    bar.close()
+    finally:
+        bar.close()
     written = {}
     for split, paths in shards.items():
         infos = []
         for path in paths:
             with open(path, "rb") as f:
                 infos += pickle.load(f)
-        written[split] = save_infos(infos, Path(out_dir) / f"nuscenes_infos_{split}.pkl", version, split)
+        written[split] = save_infos(
+            infos, Path(out_dir) / f"nuscenes_infos_{split}.pkl", version, split, cameras=cameras
+        )
     return written
 
 
 # -- reading and validating ----------------------------------------------------------------------------
-def save_infos(infos: list[dict], path: str | Path, version: str, split: str) -> Path:
+def rig_metadata(
+    infos: list[dict], cameras: Iterable[str] | None = None, image_sizes: Mapping[str, Iterable[int]] | None = None
+) -> dict:
+    """``cameras`` / ``image_sizes`` metadata of a rig; what is not given comes from the first sample
+    (its cameras in order, their ``image_size``)."""
+    first = infos[0]["cams"] if infos else {}
+    cameras = list(first) if cameras is None else list(cameras)
+    if image_sizes is None:
+        image_sizes = {c: first[c]["image_size"] for c in cameras if c in first and "image_size" in first[c]}
+    return dict(cameras=cameras, image_sizes={c: _size(v) for c, v in image_sizes.items()})
+
+
+def _size(value) -> tuple[int, int]:
+    w, h = value
+    return int(w), int(h)
+
+
+def info_metadata(
+    infos: list[dict],
+    version: str,
+    split: str,
+    cameras: Iterable[str] | None = None,
+    image_sizes: Mapping[str, Iterable[int]] | None = None,
+    **extra,
+) -> dict:
+    """The metadata of an info file of the current format version (rig as in :func:`rig_metadata`)."""
+    return dict(
+        format=INFO_FORMAT,
+        format_version=INFO_FORMAT_VERSION,
+        version=version,
+        split=split,
+        classes=list(DETECTION_CLASSES),
+        **rig_metadata(infos, cameras, image_sizes),
+        **extra,
+    )
+
+
+def save_infos(
+    infos: list[dict],
+    path: str | Path,
+    version: str,
+    split: str,
+    cameras: Iterable[str] | None = None,
+    image_sizes: Mapping[str, Iterable[int]] | None = None,
+) -> Path:
+    """Write an info file; the rig (``cameras``, ``image_sizes``) defaults to the first sample's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = dict(
-        metadata=dict(
-            format=INFO_FORMAT,
-            format_version=INFO_FORMAT_VERSION,
-            version=version,
-            split=split,
-            classes=list(DETECTION_CLASSES),
-        ),
-        infos=infos,
-    )
+    data = dict(metadata=info_metadata(infos, version, split, cameras, image_sizes), infos=infos)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "wb") as f:
         pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -260,29 +373,53 @@ def load_infos(path: str | Path) -> tuple[dict, list[dict]]:
 
 
 def validate_infos(data, source: str = "<infos>") -> tuple[dict, list[dict]]:
+    """Check the format and every sample against the metadata's rig; returns (metadata, infos), the
+    metadata always with ``cameras`` and ``image_sizes`` (inferred for version 1 files)."""
     if not isinstance(data, dict) or "metadata" not in data or "infos" not in data:
         raise InfoFileError(
             f"{source}: expected a dict with 'metadata' and 'infos', got "
             f"{type(data).__name__} with keys {sorted(data)[:8] if isinstance(data, dict) else '-'}"
         )
-    meta = data["metadata"]
-    if meta.get("format") != INFO_FORMAT or meta.get("format_version") != INFO_FORMAT_VERSION:
+    meta = dict(data["metadata"])
+    if meta.get("format") != INFO_FORMAT or meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise InfoFileError(
             f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
-            f"expected {INFO_FORMAT!r} version {INFO_FORMAT_VERSION}; regenerate the file"
+            f"expected {INFO_FORMAT!r} version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))}; regenerate the file"
         )
-    for i, info in enumerate(data["infos"]):
+    infos = data["infos"]
+    if meta["format_version"] == 1:  # written before the rig was recorded: the first sample's
+        if infos and "cams" not in infos[0]:
+            raise InfoFileError(f"{source}: sample {infos[0].get('token', '#0')} lacks keys ['cams']")
+        meta.update(rig_metadata(infos))
+    elif "cameras" not in meta or "image_sizes" not in meta:
+        raise InfoFileError(
+            f"{source}: version {meta['format_version']} metadata lacks the rig ('cameras', 'image_sizes'), "
+            f"has {sorted(meta)}; regenerate the file"
+        )
+    rig = list(meta["cameras"])
+    sizes = {c: _size(v) for c, v in meta["image_sizes"].items()}
+    if len(set(rig)) != len(rig) or not rig and infos:
+        raise InfoFileError(f"{source}: the rig's cameras {rig} must be distinct and not empty")
+    if meta["format_version"] > 1 and sorted(sizes) != sorted(rig):
+        raise InfoFileError(
+            f"{source}: the rig's image_sizes name cameras {sorted(sizes)}, its cameras are {rig}"
+        )
+    meta["cameras"], meta["image_sizes"] = rig, sizes
+    for i, info in enumerate(infos):
         missing = [k for k in REQUIRED_KEYS if k not in info]
         token = info.get("token", f"#{i}")
         if missing:
             raise InfoFileError(f"{source}: sample {token} lacks keys {missing}")
-        cams = list(info["cams"])
-        if cams != list(CAMERA_NAMES):
-            raise InfoFileError(f"{source}: sample {token} has cameras {cams}, expected {list(CAMERA_NAMES)}")
+        _check_rig(info["cams"], rig, f"{source}: sample {token}")
         for cam, entry in info["cams"].items():
             lacking = [k for k in REQUIRED_CAM_KEYS if k not in entry]
             if lacking:
                 raise InfoFileError(f"{source}: sample {token} camera {cam} lacks keys {lacking}")
+            if "image_size" in entry and cam in sizes and _size(entry["image_size"]) != sizes[cam]:
+                raise InfoFileError(
+                    f"{source}: sample {token} camera {cam} has image_size {tuple(entry['image_size'])}, "
+                    f"the rig's is {sizes[cam]}"
+                )
             _check_matrix(entry["ego2img"], (4, 4), f"{source}: sample {token} camera {cam} ego2img")
             _check_matrix(entry["intrinsics"], (3, 3), f"{source}: sample {token} camera {cam} intrinsics")
         _check_matrix(info["ego2global"], (4, 4), f"{source}: sample {token} ego2global")
@@ -297,7 +434,21 @@ def validate_infos(data, source: str = "<infos>") -> tuple[dict, list[dict]]:
                 f"{source}: sample {token} has {len(info['gt_boxes'])} boxes but "
                 f"{len(info.get('gt_labels', ()))} labels"
             )
-    return meta, data["infos"]
+    return meta, infos
+
+
+def _check_rig(cams: Mapping, rig: list[str], what: str) -> None:
+    names = list(cams)
+    if names == rig:
+        return
+    lacking = [c for c in rig if c not in cams]
+    extra = [c for c in names if c not in rig]
+    detail = (
+        (f"; lacks camera(s) {lacking}" if lacking else "")
+        + (f"; camera(s) {extra} are not in the rig" if extra else "")
+        + ("" if lacking or extra else "; same cameras in another order")
+    )
+    raise InfoFileError(f"{what} has cameras {names}, expected the rig's {rig}{detail}")
 
 
 def _check_matrix(value, shape: tuple[int, int], what: str) -> None:
@@ -320,6 +471,12 @@ def convert_foreign_infos(data, source: str = "<infos>"):
     ):
         return convert_bevformer_infos(data)
     return data
+
+
+def _converted_rig(cameras: Mapping, path_key: str) -> list[str]:
+    """The cameras of a foreign info item in rig order (entries without an image path, e.g. mmdet3d's
+    empty slots, are not cameras)."""
+    return rig_camera_order(name for name, entry in cameras.items() if isinstance(entry, Mapping) and path_key in entry)
 
 
 def _converted_camera(data_path: str, sample_data_token: str, timestamp: int, image_size: tuple[int, int],
@@ -415,7 +572,7 @@ def convert_mmdet3d_v1_infos(data: dict) -> dict:
             _root_relative(lidar.get("lidar_path", ""), "LIDAR_TOP"),
         )
         cams = {}
-        for cam in CAMERA_NAMES:
+        for cam in _converted_rig(item["images"], "img_path"):
             img = item["images"][cam]
             intrinsics = np.array(img["cam2img"], dtype=np.float64)[:3, :3]
             cam2ego = np.array(img["cam2ego"], dtype=np.float64)
@@ -438,17 +595,7 @@ def convert_mmdet3d_v1_infos(data: dict) -> dict:
         infos.append(info)
     _fill_prev2curr(infos)
     version = data.get("metainfo", {}).get("version", "unknown")
-    return dict(
-        metadata=dict(
-            format=INFO_FORMAT,
-            format_version=INFO_FORMAT_VERSION,
-            version=version,
-            split="converted",
-            classes=list(DETECTION_CLASSES),
-            source="mmdet3d-1.x",
-        ),
-        infos=infos,
-    )
+    return dict(metadata=info_metadata(infos, version, "converted", source="mmdet3d-1.x"), infos=infos)
 
 
 def convert_bevformer_infos(data: dict) -> dict:
@@ -471,7 +618,7 @@ def convert_bevformer_infos(data: dict) -> dict:
             _root_relative(item.get("lidar_path", "")),
         )
         cams = {}
-        for cam in CAMERA_NAMES:
+        for cam in _converted_rig(item["cams"], "data_path"):
             c = item["cams"][cam]
             cam_e2g = make_transform(c["ego2global_rotation"], c["ego2global_translation"])
             sensor2ego = make_transform(c["sensor2ego_rotation"], c["sensor2ego_translation"])
@@ -479,8 +626,8 @@ def convert_bevformer_infos(data: dict) -> dict:
             intrinsics = np.array(c["cam_intrinsic"], dtype=np.float64)
             cams[cam] = _converted_camera(
                 _root_relative(c["data_path"], cam), c.get("sample_data_token", ""),
-                c.get("timestamp", item["timestamp"]), (1600, 900), intrinsics, cam2ego, sensor2ego, cam_e2g,
-                lidar2ego)
+                c.get("timestamp", item["timestamp"]), (c.get("width", 1600), c.get("height", 900)), intrinsics,
+                cam2ego, sensor2ego, cam_e2g, lidar2ego)
         info["cams"] = cams
         b = np.asarray(item.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
         vel = np.asarray(item.get("gt_velocity", np.zeros((len(b), 2))), dtype=np.float64).reshape(-1, 2)
@@ -492,17 +639,8 @@ def convert_bevformer_infos(data: dict) -> dict:
         info["valid_flag"] = np.asarray(item.get("valid_flag", np.ones(len(b), bool)), bool)
         infos.append(info)
     _fill_prev2curr(infos)
-    return dict(
-        metadata=dict(
-            format=INFO_FORMAT,
-            format_version=INFO_FORMAT_VERSION,
-            version=data.get("metadata", {}).get("version", "unknown"),
-            split="converted",
-            classes=list(DETECTION_CLASSES),
-            source="bevformer",
-        ),
-        infos=infos,
-    )
+    version = data.get("metadata", {}).get("version", "unknown")
+    return dict(metadata=info_metadata(infos, version, "converted", source="bevformer"), infos=infos)
 
 
 # BEVFormer infos already hold the 10 class names; this maps any raw category left in them.

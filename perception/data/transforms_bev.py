@@ -1,23 +1,37 @@
 """Multi-camera, multi-frame transforms for BEV tasks (registered in TRANSFORMS).
 
-A transform takes and returns the ``results`` dict built by :class:`NuScenesBEVDataset`:
+A transform takes and returns the ``results`` dict built by :class:`~perception.data.BEVDataset`:
 
+* ``cameras``: the rig's camera names, in order (the order of every per-camera list and array);
 * ``frames``: T dicts (oldest first, current last), each with ``token``, ``valid``, ``img_paths`` (Ncam),
-  ``imgs`` (Ncam arrays H x W x 3, uint8 until normalised), ``intrinsics`` (Ncam, 3, 3), ``cam2ego``
-  (Ncam, 4, 4), ``ego2img`` (Ncam, 4, 4), ``img_aug`` (Ncam, 4, 4), ``ego2global`` (4, 4), ``prev2curr``
-  (4, 4: this frame's ego -> the current ego);
-* ``bev_aug`` (4, 4) and the current frame's ground truth (``gt_boxes`` (N, 9), ``gt_labels``, optional
-  occupancy and lane labels).
+  ``imgs`` (Ncam arrays H_c x W_c x 3, uint8 until normalised; cameras may differ in size),
+  ``intrinsics`` (Ncam, 3, 3), ``cam2ego`` (Ncam, 4, 4), ``ego2img`` (Ncam, 4, 4), ``img_aug``
+  (Ncam, 4, 4), ``ego2global`` (4, 4), ``prev2curr`` (4, 4: this frame's ego -> the current ego) and,
+  once padded, ``valid_hw`` (Ncam, 2) (rows, cols) of real image;
+* ``bev_aug`` (4, 4), ``label_types`` (the label types the dataset loaded, see
+  :mod:`perception.data.labels`) and the current frame's ground truth (``gt_boxes`` (N, 9),
+  ``gt_labels``, optional occupancy, lanes, ...).
 
 Geometry is never changed on its own: an image transform updates the pixels *and* folds its matrix into
-``ego2img``/``intrinsics``/``img_aug``; a BEV transform moves boxes, lanes, occupancy and every frame's
-ego-side matrices together.
+``ego2img``/``intrinsics``/``img_aug`` (per camera); a BEV transform moves every frame's ego-side
+matrices and the labels of every label type present together.
+
+Image sizes (mixed rigs, e.g. Waymo's 1920x1280 front and 1920x886 side cameras): padding
+(``PadMultiViewImages``, ``PackBEVInputs``, ``bev_collate``) is always zeros at the bottom/right, so pixel
+coordinates and ``ego2img`` stay valid. The sample carries
+
+* ``cams['valid_hw']`` (T, Ncam, 2) int64: each camera's (rows, cols) of real image in the padded input
+  ((B, T, Ncam, 2) after collation);
+* ``cams['img_shape']`` (h, w): the largest valid size over the sample's cameras, i.e. the image size
+  before padding for a rig of one size (after collation a list of B such tuples);
+* ``cams['pad_shape']`` (H, W): the padded input size, ``img.shape[-2:]`` (after collation the batch's
+  common padded size, one tuple).
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,10 +40,11 @@ import torch
 from PIL import Image, ImageEnhance
 
 from perception.engine.registry import TRANSFORMS
-from perception.structures.bev_grid import OCC3D_GRID, BEVGrid
-from perception.structures.boxes import affine_transform_boxes, bev_aug_matrix, box_corners
-from perception.structures.cameras import image_aug_matrix, project_points
-from perception.structures.classes import OCC_FREE
+from perception.structures.boxes import bev_aug_matrix
+from perception.structures.cameras import image_aug_matrix
+
+from .labels import LABEL_TYPES, CameraImageTransform, active_label_types
+from .labels.base import default_label_type
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -97,112 +112,147 @@ class LoadMultiViewImages:
 
 @TRANSFORMS.register_module()
 class LoadOccupancy:
-    """Occ3D ``labels.npz`` -> ``occ_semantics`` / ``occ_mask_camera`` / ``occ_mask_lidar`` (200, 200, 16)."""
+    """Occ3D ``labels.npz`` of ``results['occ_path']`` -> ``occ_semantics`` / ``occ_mask_camera`` /
+    ``occ_mask_lidar`` (200, 200, 16), through the ``occupancy`` label type (errors:
+    :class:`~perception.data.labels.OccupancyLoadError`). Same as the dataset's ``labels=(..., "occupancy")``."""
 
     def __call__(self, results: dict) -> dict:
-        path = results.get("occ_path")
-        if path is None:
-            raise ImageLoadError(
-                f"sample {results['sample_token']} has no occupancy labels (occ_path is None)"
-            )
-        try:
-            with np.load(path) as data:
-                results["occ_semantics"] = data["semantics"].astype(np.uint8)
-                results["occ_mask_camera"] = data["mask_camera"].astype(bool)
-                results["occ_mask_lidar"] = data["mask_lidar"].astype(bool)
-        except Exception as err:
-            raise ImageLoadError(
-                f"occupancy file {path} of sample {results['sample_token']} is unreadable: {err}"
-            ) from err
+        _label_type(results, "occupancy").load_file(results, results.get("occ_path"))
         return results
 
 
 @TRANSFORMS.register_module()
 class LoadLanes:
-    """OpenLane-V2 frame json -> ``lanes`` (L, P, 3), ``traffic_elements`` (K, 4) front-camera pixels,
-    ``traffic_element_labels`` (K,) attribute, ``topology_lane_lane`` (L, L), ``topology_lane_te`` (L, K)."""
+    """OpenLane-V2 frame json of ``results['openlane_path']`` -> ``lanes`` (L, P, 3), ``traffic_elements``
+    (K, 4) front-camera pixels, ``traffic_element_labels`` (K,) attribute, ``topology_lane_lane`` (L, L),
+    ``topology_lane_te`` (L, K), through the ``lanes`` label type (errors:
+    :class:`~perception.data.labels.LaneLoadError`). Same as the dataset's ``labels=(..., "lanes")``."""
 
     def __call__(self, results: dict) -> dict:
-        path = results.get("openlane_path")
-        if path is None:
-            raise ImageLoadError(
-                f"sample {results['sample_token']} has no lane labels (openlane_path is None)"
-            )
-        ann = json.loads(Path(path).read_text())["annotation"]
-        lanes = [np.asarray(lane["points"], dtype=np.float64) for lane in ann["lane_centerline"]]
-        results["lanes"] = np.stack(lanes) if lanes else np.zeros((0, 11, 3))
-        tes = ann["traffic_element"]
-        results["traffic_elements"] = np.array(
-            [np.ravel(t["points"]) for t in tes], dtype=np.float64
-        ).reshape(-1, 4)
-        results["traffic_element_labels"] = np.array([t["attribute"] for t in tes], dtype=np.int64)
-        results["topology_lane_lane"] = np.array(ann["topology_lclc"], dtype=np.float32).reshape(
-            len(lanes), len(lanes)
-        )
-        results["topology_lane_te"] = np.array(ann["topology_lcte"], dtype=np.float32).reshape(
-            len(lanes), len(tes)
-        )
+        _label_type(results, "lanes").load_file(results, results.get("openlane_path"))
         return results
+
+
+def _label_type(results: dict, name: str):
+    """The dataset's instance of label type ``name`` if it built one, else the registered default."""
+    chosen = results.get("label_types", {})
+    return chosen[name] if name in chosen else default_label_type(LABEL_TYPES.get(name))
+
+
+def _size(value) -> tuple[int, int]:
+    w, h = value
+    return int(w), int(h)
 
 
 @TRANSFORMS.register_module()
 class ResizeCropFlipImage(RandomTransform):
-    """Resize by a scale drawn from ``scale_range``, crop to ``final_size`` (w, h) (bottom-aligned like
-    BEVDet, random horizontal offset in training, centred otherwise), optionally flip. The same draw is
-    used for all cameras and frames; every matrix is updated with it."""
+    """Resize, crop to the output size (bottom-aligned like BEVDet, random horizontal offset in training,
+    centred otherwise) and optionally flip, every camera from its own native size.
+
+    ``final_size`` is one (w, h) for every camera or a dict {camera name: (w, h)} (one size per camera
+    group). One scale ``s`` is drawn from ``scale_range`` per sample and shared by all cameras and
+    frames: it is the resize factor of the rig's first (reference) camera, and camera c is resized by
+    ``s * (W_c / w_c) / (W_0 / w_0)`` (W output width, w native width), so that every camera covers its
+    output in the same proportion. When the reference camera keeps its width (W_0 = w_0, as in the
+    nuScenes configs) that is ``s * W_c / w_c``; for a rig of one size it is ``s`` for every camera.
+    The horizontal crop offset is drawn once over the largest horizontal slack and shared in
+    proportion; the flip is shared. Each camera's matrix goes into its own ``ego2img`` / ``intrinsics`` /
+    ``img_aug``, and label types with image-space parts (traffic elements, 2D boxes) follow their
+    camera's transform."""
 
     def __init__(
         self,
-        final_size: tuple[int, int],
+        final_size: tuple[int, int] | dict[str, tuple[int, int]],
         scale_range: tuple[float, float] = (1.0, 1.0),
         flip_prob: float = 0.0,
         training: bool = True,
         seed: int | None = None,
     ) -> None:
-        self.final_size = tuple(final_size)
+        if isinstance(final_size, Mapping):
+            self.final_size = {str(k): _size(v) for k, v in final_size.items()}
+        else:
+            self.final_size = _size(final_size)
         self.scale_range, self.flip_prob, self.training = scale_range, flip_prob, training
         self.seed = seed
 
-    def draw(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int], bool]:
-        """Resized size (w, h), crop offset (x0, y0) and flip."""
+    def out_size(self, camera: str) -> tuple[int, int]:
+        if not isinstance(self.final_size, dict):
+            return self.final_size
+        if camera not in self.final_size:
+            raise ValueError(
+                f"ResizeCropFlipImage: final_size names no size for camera {camera!r} "
+                f"(it has sizes for {sorted(self.final_size)})"
+            )
+        return self.final_size[camera]
+
+    def __call__(self, results: dict) -> dict:
+        frames = results["frames"]
+        names = list(results.get("cameras") or [f"camera{c}" for c in range(len(frames[-1]["imgs"]))])
+        if isinstance(self.final_size, dict) and "cameras" not in results:
+            raise ValueError("ResizeCropFlipImage with per-camera final_size needs results['cameras']")
+        outs = [self.out_size(n) for n in names]
+        natives = [(img.shape[1], img.shape[0]) for img in frames[-1]["imgs"]]
         lo, hi = self.scale_range
-        scale = float(self.rng.uniform(lo, hi)) if self.training else (lo + hi) / 2
-        out_w, out_h = self.final_size
+        draw = float(self.rng.uniform(lo, hi)) if self.training else (lo + hi) / 2
+        ref_ratio = outs[0][0] / natives[0][0]
+
+        def scale_of(width: int, out_w: int) -> float:
+            # Exactly ``draw`` for images of the reference camera's sizes (x / x == 1 in IEEE arithmetic).
+            return draw * ((out_w / width) / ref_ratio)
+
+        slack = max(int(round(w * scale_of(w, out[0]))) - out[0] for (w, _), out in zip(natives, outs))
+        offset = int(self.rng.integers(0, slack + 1)) if self.training and slack > 0 else None
+        flip = bool(self.training and self.rng.random() < self.flip_prob)
+        current = {}
+        for frame in frames:
+            transforms = [
+                self.camera_transform(
+                    img.shape[1], img.shape[0], scale_of(img.shape[1], out[0]), out, offset, slack, flip
+                )
+                for img, out in zip(frame["imgs"], outs)
+            ]
+            frame["imgs"] = [self._apply(img, t) for img, t in zip(frame["imgs"], transforms)]
+            aug = np.stack([t.matrix for t in transforms])
+            if (aug == aug[:1]).all():
+                aug = aug[0]  # one transform for every camera: broadcast, the arithmetic of a one-size rig
+            frame["img_aug"] = aug @ frame["img_aug"]
+            frame["ego2img"] = aug @ frame["ego2img"]
+            frame["intrinsics"] = aug[..., :3, :3] @ frame["intrinsics"]
+            frame.pop("valid_hw", None)
+            current = dict(zip(names, transforms))
+        for label in active_label_types(results):
+            label.image_transform(results, current)
+        return results
+
+    def camera_transform(
+        self, width: int, height: int, scale: float, out: tuple[int, int], offset: int | None, slack: int, flip: bool
+    ) -> CameraImageTransform:
+        """One image's resize (integer size), crop and flip; ``offset`` is the crop offset drawn over the
+        largest horizontal ``slack`` (None: centred)."""
+        out_w, out_h = out
         scaled_w, scaled_h = int(round(width * scale)), int(round(height * scale))
         crop_y = max(0, scaled_h - out_h)  # keep the bottom (the road) as BEVDet does
         free_x = scaled_w - out_w
-        crop_x = (
-            int(self.rng.integers(0, free_x + 1)) if self.training and free_x > 0 else max(free_x, 0) // 2
-        )
-        flip = bool(self.training and self.rng.random() < self.flip_prob)
-        return (scaled_w, scaled_h), (crop_x, crop_y), flip
-
-    def __call__(self, results: dict) -> dict:
-        h, w = results["frames"][-1]["imgs"][0].shape[:2]
-        size, crop, flip = self.draw(w, h)
+        if free_x <= 0:
+            crop_x = 0
+        elif offset is None:
+            crop_x = free_x // 2
+        else:
+            crop_x = min(free_x, offset if free_x == slack else int(round(offset * free_x / slack)))
         # The exact per-axis factors of the integer resize, so pixels and matrices agree.
-        scale = (size[0] / w, size[1] / h)
-        aug = image_aug_matrix(scale, crop, flip, out_width=self.final_size[0])
-        for frame in results["frames"]:
-            frame["imgs"] = [self._apply(img, size, crop, flip) for img in frame["imgs"]]
-            frame["img_aug"] = aug @ frame["img_aug"]
-            frame["ego2img"] = aug @ frame["ego2img"]
-            frame["intrinsics"] = aug[:3, :3] @ frame["intrinsics"]
-        if "traffic_elements" in results and len(results["traffic_elements"]):
-            te = results["traffic_elements"].reshape(-1, 2, 2) * np.array(scale) - np.array(crop)
-            if flip:
-                te[..., 0] = self.final_size[0] - te[..., 0]
-            te = np.concatenate([te.min(1), te.max(1)], 1)
-            results["traffic_elements"] = np.clip(te, 0, [*self.final_size, *self.final_size])
-        return results
+        factors = (scaled_w / width, scaled_h / height)
+        matrix = image_aug_matrix(factors, (crop_x, crop_y), flip, out_width=out_w)
+        return CameraImageTransform(factors, (crop_x, crop_y), flip, (out_w, out_h), matrix)
 
-    def _apply(self, img: np.ndarray, size: tuple[int, int], crop: tuple[int, int], flip: bool) -> np.ndarray:
+    @staticmethod
+    def _apply(img: np.ndarray, t: CameraImageTransform) -> np.ndarray:
         pil = Image.fromarray(img)
+        size = (int(round(pil.size[0] * t.scale[0])), int(round(pil.size[1] * t.scale[1])))
         if size != pil.size:
             pil = pil.resize(size, Image.BILINEAR)
-        out_w, out_h = self.final_size
-        pil = pil.crop((crop[0], crop[1], crop[0] + out_w, crop[1] + out_h))  # pads with black if needed
-        if flip:
+        (x0, y0), (out_w, out_h) = t.crop, t.out_size
+        pil = pil.crop((x0, y0, x0 + out_w, y0 + out_h))  # pads with black if needed
+        if t.flip:
             pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
         return np.asarray(pil)
 
@@ -277,7 +327,8 @@ class BEVAugmentation(RandomTransform):
 
 
 def apply_bev_transform(results: dict, mat: np.ndarray) -> dict:
-    """Apply the ego -> augmented-ego transform ``mat`` to labels and matrices of ``results``."""
+    """Apply the ego -> augmented-ego transform ``mat`` to every frame's ego-side matrices and to the
+    labels of every label type present in ``results``."""
     inv = np.linalg.inv(mat)
     results["bev_aug"] = mat @ results["bev_aug"]
     for frame in results["frames"]:
@@ -285,25 +336,9 @@ def apply_bev_transform(results: dict, mat: np.ndarray) -> dict:
         frame["cam2ego"] = mat @ frame["cam2ego"]
         frame["ego2global"] = frame["ego2global"] @ inv
         frame["prev2curr"] = mat @ frame["prev2curr"] @ inv
-    if "gt_boxes" in results:
-        results["gt_boxes"] = affine_transform_boxes(results["gt_boxes"], mat)
-    if "lanes" in results and len(results["lanes"]):
-        results["lanes"] = results["lanes"] @ mat[:3, :3].T + mat[:3, 3]
-    if "occ_semantics" in results:
-        _resample_occupancy(results, inv)
+    for label in active_label_types(results):
+        label.bev_transform(results, mat)
     return results
-
-
-def _resample_occupancy(results: dict, inv: np.ndarray, grid: BEVGrid = OCC3D_GRID) -> None:
-    """Nearest-neighbour resampling: each augmented voxel centre looks up its source voxel."""
-    centres = grid.voxel_centers().reshape(-1, 3)
-    src = centres @ inv[:3, :3].T + inv[:3, 3]
-    idx, inside = grid.points_to_voxel_index(src)
-    idx = np.where(inside[:, None], idx, 0)
-    shape = grid.voxel_shape
-    for key, fill in (("occ_semantics", OCC_FREE), ("occ_mask_camera", False), ("occ_mask_lidar", False)):
-        values = results[key][idx[:, 0], idx[:, 1], idx[:, 2]]
-        results[key] = np.where(inside, values, fill).reshape(shape).astype(results[key].dtype)
 
 
 @TRANSFORMS.register_module()
@@ -341,75 +376,89 @@ class NormalizeMultiViewImages:
         return results
 
 
+def _image_hw(frame: dict) -> np.ndarray:
+    """(Ncam, 2) int64 (rows, cols) of a frame's camera images."""
+    return np.array([img.shape[:2] for img in frame["imgs"]], dtype=np.int64).reshape(-1, 2)
+
+
+def _pad_images(frames: list[dict], height: int, width: int) -> None:
+    """Zero-pad every camera image bottom/right to (height, width), recording each camera's valid
+    (rows, cols) in ``frame['valid_hw']`` first (kept if an earlier padding recorded it)."""
+    for frame in frames:
+        frame.setdefault("valid_hw", _image_hw(frame))
+        padded = []
+        for img in frame["imgs"]:
+            if img.shape[:2] != (height, width):
+                out = np.zeros((height, width, *img.shape[2:]), dtype=img.dtype)
+                out[: img.shape[0], : img.shape[1]] = img
+                img = out
+            padded.append(img)
+        frame["imgs"] = padded
+
+
+def _largest_valid(frames: list[dict]) -> tuple[int, int]:
+    hw = np.concatenate([f.get("valid_hw", _image_hw(f)) for f in frames]).max(0)
+    return int(hw[0]), int(hw[1])
+
+
 @TRANSFORMS.register_module()
 class PadMultiViewImages:
-    """Zero-pad bottom/right to a multiple of ``size_divisor`` (pixel coordinates are unchanged)."""
+    """Zero-pad every camera of every frame bottom/right to one common size, the largest image rounded up
+    to a multiple of ``size_divisor`` (pixel coordinates and ``ego2img`` are unchanged). Records each
+    camera's valid region (``frame['valid_hw']``), ``results['img_shape']`` (the largest valid size) and
+    ``results['pad_shape']``."""
 
     def __init__(self, size_divisor: int = 32) -> None:
         self.size_divisor = size_divisor
 
     def __call__(self, results: dict) -> dict:
-        h, w = results["frames"][-1]["imgs"][0].shape[:2]
+        frames = results["frames"]
+        for frame in frames:
+            frame.setdefault("valid_hw", _image_hw(frame))
+        h, w = _largest_valid(frames)
+        current = np.array([img.shape[:2] for f in frames for img in f["imgs"]]).max(0)
+        d = self.size_divisor
+        ph, pw = -(-int(max(h, current[0])) // d) * d, -(-int(max(w, current[1])) // d) * d
+        _pad_images(frames, ph, pw)
         results["img_shape"] = (h, w)
-        ph, pw = (
-            -(-h // self.size_divisor) * self.size_divisor,
-            -(-w // self.size_divisor) * self.size_divisor,
-        )
-        for frame in results["frames"]:
-            padded = []
-            for img in frame["imgs"]:
-                out = np.zeros((ph, pw, 3), dtype=img.dtype)
-                out[: img.shape[0], : img.shape[1]] = img
-                padded.append(out)
-            frame["imgs"] = padded
         results["pad_shape"] = (ph, pw)
         return results
 
 
-def boxes_2d_per_camera(
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    ego2img: np.ndarray,
-    image_shape: tuple[int, int],
-    min_depth: float = 0.5,
-) -> list[dict]:
-    """Per camera: image-clipped 2-D boxes (x1, y1, x2, y2) of the 3-D boxes whose corners all lie in front
-    of it, their labels, centre depths and indices into ``boxes`` (for the perspective head)."""
-    h, w = image_shape
-    corners = box_corners(boxes) if len(boxes) else np.zeros((0, 8, 3))
-    out = []
-    for cam in range(len(ego2img)):
-        uv, depth = project_points(ego2img[cam], corners.reshape(-1, 3))
-        uv, depth = uv.reshape(-1, 8, 2), depth.reshape(-1, 8)
-        _, centre_depth = project_points(ego2img[cam], boxes[:, :3]) if len(boxes) else (None, np.zeros(0))
-        lo = np.clip(uv.min(1), 0, [w, h]) if len(boxes) else np.zeros((0, 2))
-        hi = np.clip(uv.max(1), 0, [w, h]) if len(boxes) else np.zeros((0, 2))
-        keep = (depth > min_depth).all(1) & (hi[:, 0] - lo[:, 0] > 1) & (hi[:, 1] - lo[:, 1] > 1)
-        out.append(
-            dict(
-                boxes=np.concatenate([lo, hi], 1)[keep],
-                labels=labels[keep],
-                depths=centre_depth[keep],
-                indices=np.nonzero(keep)[0],
-            )
-        )
-    return out
-
-
 @TRANSFORMS.register_module()
 class PackBEVInputs:
-    """Final step: the sample dict of docs/architecture.md, as torch tensors."""
+    """Final step: the sample dict of docs/architecture.md, as torch tensors.
 
-    def __init__(self, with_boxes_2d: bool = True) -> None:
-        self.with_boxes_2d = with_boxes_2d
+    Cameras of different sizes are zero-padded bottom/right to the sample's largest size (so ``ego2img``
+    stays valid). ``cams['valid_hw']`` (T, Ncam, 2) int64 is each camera's (rows, cols) of real image in
+    the padded input; ``cams['img_shape']`` the largest valid (h, w) (the image size for a one-size rig);
+    ``cams['pad_shape']`` the padded (H, W) = ``img.shape[-2:]``. Every label type present in ``results``
+    packs its own keys.
+
+    ``with_boxes_2d`` is accepted for old configs only and must be False: 2D boxes are no longer
+    derived from the 3D boxes (the perspective head projects those itself); image-annotated 2D boxes
+    are the ``boxes_2d`` label type.
+    """
+
+    def __init__(self, with_boxes_2d: bool = False) -> None:
+        if with_boxes_2d:
+            raise ValueError(
+                "PackBEVInputs(with_boxes_2d=True) was removed: the perspective head projects the 3D boxes itself "
+                "(drop the argument; image-annotated 2D boxes are the dataset's labels=(..., 'boxes_2d'))"
+            )
 
     def __call__(self, results: dict) -> dict:
         frames = results["frames"]
+        for frame in frames:
+            frame.setdefault("valid_hw", _image_hw(frame))
+        sizes = np.array([img.shape[:2] for f in frames for img in f["imgs"]])
+        if len({tuple(hw) for hw in sizes}) > 1:
+            _pad_images(frames, int(sizes[:, 0].max()), int(sizes[:, 1].max()))
         img = np.stack([np.stack(f["imgs"]) for f in frames])  # (T, Ncam, H, W, 3)
         if img.dtype == np.uint8:
             img = img.astype(np.float32)
         stack = lambda key: torch.as_tensor(np.stack([f[key] for f in frames]), dtype=torch.float32)  # noqa: E731
-        shape = results.get("img_shape", img.shape[2:4])
+        shape = results.get("img_shape", _largest_valid(frames))
         sample = dict(
             img=torch.from_numpy(np.ascontiguousarray(img.transpose(0, 1, 4, 2, 3))),
             cams=dict(
@@ -417,7 +466,8 @@ class PackBEVInputs:
                 cam2ego=stack("cam2ego"),
                 ego2img=stack("ego2img"),
                 img_aug=stack("img_aug"),
-                img_shape=tuple(shape),
+                valid_hw=torch.as_tensor(np.stack([f["valid_hw"] for f in frames]), dtype=torch.int64),
+                img_shape=tuple(int(v) for v in shape),
                 pad_shape=tuple(img.shape[2:4]),
             ),
             ego=dict(
@@ -435,29 +485,8 @@ class PackBEVInputs:
                 img_paths=list(frames[-1]["img_paths"]),
             ),
         )
-        if "gt_boxes" in results:
-            sample["gt_boxes"] = torch.as_tensor(results["gt_boxes"], dtype=torch.float32).reshape(-1, 9)
-            sample["gt_labels"] = torch.as_tensor(results["gt_labels"], dtype=torch.int64)
-            if self.with_boxes_2d:
-                per_cam = boxes_2d_per_camera(
-                    results["gt_boxes"], results["gt_labels"], frames[-1]["ego2img"], shape
-                )
-                sample["gt_boxes_2d"] = [torch.as_tensor(c["boxes"], dtype=torch.float32) for c in per_cam]
-                sample["gt_labels_2d"] = [torch.as_tensor(c["labels"], dtype=torch.int64) for c in per_cam]
-                sample["gt_depths_2d"] = [torch.as_tensor(c["depths"], dtype=torch.float32) for c in per_cam]
-        for key in (
-            "occ_semantics",
-            "occ_mask_camera",
-            "occ_mask_lidar",
-            "lanes",
-            "traffic_elements",
-            "traffic_element_labels",
-            "topology_lane_lane",
-            "topology_lane_te",
-        ):
-            if key in results:
-                value = results[key]
-                sample[key] = torch.as_tensor(
-                    value, dtype=torch.float32 if value.dtype == np.float64 else None
-                )
+        if "cameras" in results:
+            sample["meta"]["cameras"] = list(results["cameras"])
+        for label in active_label_types(results):
+            label.pack(results, sample)
         return sample

@@ -1,12 +1,19 @@
-"""Camera rigs: intrinsics, cam2ego, ego2img, projection and image-augmentation matrices."""
+"""Camera rigs: intrinsics, cam2ego, ego2img, projection and image-augmentation matrices.
+
+A rig is named by its info files (``metadata['cameras']``, ``metadata['image_sizes']``); nothing
+downstream assumes a camera count or one image size. :data:`CAMERA_NAMES` is the nuScenes rig only.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 from .transforms import Array
 
+# The nuScenes rig, in the project's camera order.
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT",
     "CAM_FRONT_RIGHT",
@@ -15,6 +22,15 @@ CAMERA_NAMES: tuple[str, ...] = (
     "CAM_BACK_LEFT",
     "CAM_BACK_RIGHT",
 )
+
+
+def rig_camera_order(channels: Iterable[str]) -> list[str]:
+    """The camera order of a rig from its camera channels: the nuScenes order when the six nuScenes
+    channels are present (any further channels follow in their given order), else the given order."""
+    channels = list(dict.fromkeys(channels))
+    if set(CAMERA_NAMES) <= set(channels):
+        return list(CAMERA_NAMES) + [c for c in channels if c not in CAMERA_NAMES]
+    return channels
 
 
 def intrinsics_to_4x4(intrinsics: np.ndarray) -> np.ndarray:

@@ -39,7 +39,10 @@ def test_sample_dict_contract(synthetic_world):
     assert s["gt_labels"].max() < len(DETECTION_CLASSES)
     assert s["occ_semantics"].shape == (200, 200, 16) and s["occ_semantics"].dtype == torch.uint8
     assert s["lanes"].shape[1:] == (11, 3) and s["topology_lane_lane"].shape == (len(s["lanes"]),) * 2
-    assert len(s["gt_boxes_2d"]) == 6
+    # 2D boxes are no longer derived from the 3D boxes (the perspective head projects them itself).
+    assert "gt_boxes_2d" not in s
+    assert s["cams"]["valid_hw"].shape == (1, 6, 2) and s["cams"]["valid_hw"].dtype == torch.int64
+    assert s["cams"]["valid_hw"].tolist() == [[[h, w]] * 6]
     # Normalised with ImageNet statistics; the padding is zero.
     assert abs(float(s["img"][0, 0, :, :h, :w].mean())) < 2.5 and float(s["img"][..., h:, :].abs().max()) == 0
     assert s["meta"]["sample_token"] == ds.infos[2]["token"] and s["meta"]["frame_index"] == 2
@@ -178,12 +181,22 @@ def test_collate_batches_variable_box_counts(synthetic_world):
         len(ds[0]["gt_boxes"]),
         len(ds[4]["gt_boxes"]),
     ]
-    assert len(batch["meta"]) == 2 and len(batch["gt_boxes_2d"][0]) == 6
+    assert len(batch["meta"]) == 2 and "gt_boxes_2d" not in batch
+    assert batch["cams"]["pad_shape"] == batch["img"].shape[-2:] == (160, 256)
+    assert batch["cams"]["valid_hw"].shape == (2, 2, 6, 2)
     other = make_dataset(
-        synthetic_world, LOAD + [dict(type="ResizeCropFlipImage", final_size=(96, 64))] + PACK
+        synthetic_world, LOAD + [dict(type="ResizeCropFlipImage", final_size=(96, 64))] + PACK, num_frames=2
     )
-    with pytest.raises(ValueError, match="different shapes"):
-        bev_collate([ds[0], other[0]])
+    # Samples of different sizes are zero-padded bottom/right to the batch's size instead of refused.
+    small = other[0]
+    mixed = bev_collate([small, ds[0]])
+    assert mixed["img"].shape == (2, 2, 6, 3, 160, 256) and mixed["cams"]["pad_shape"] == (160, 256)
+    assert torch.equal(mixed["img"][0, ..., :64, :96], small["img"][..., :64, :96])
+    assert float(mixed["img"][0, ..., 64:, :].abs().max()) == 0
+    assert float(mixed["img"][0, ..., 96:].abs().max()) == 0
+    assert (mixed["cams"]["valid_hw"][0] == torch.tensor([64, 96])).all()
+    assert (mixed["cams"]["valid_hw"][1] == torch.tensor([135, 240])).all()
+    assert mixed["cams"]["img_shape"] == [(64, 96), (135, 240)]
     from mmengine.registry import FUNCTIONS
 
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=FUNCTIONS.get("bev_collate"))
@@ -237,12 +250,13 @@ def test_random_transforms_differ_between_loader_workers(synthetic_world):
 
 
 def test_missing_occupancy_and_lane_labels_name_the_sample(synthetic_world):
+    from perception.data import LaneLoadError, OccupancyLoadError
     from perception.data.transforms_bev import LoadLanes, LoadOccupancy
 
     ds = make_dataset(synthetic_world, [])
     results = ds.get_data_info(0)
     results.update(occ_path=None, openlane_path=None)
-    with pytest.raises(ImageLoadError, match=f"sample {ds.infos[0]['token']} has no occupancy"):
+    with pytest.raises(OccupancyLoadError, match=f"sample {ds.infos[0]['token']} has no occupancy"):
         LoadOccupancy()(results)
-    with pytest.raises(ImageLoadError, match=f"sample {ds.infos[0]['token']} has no lane"):
+    with pytest.raises(LaneLoadError, match=f"sample {ds.infos[0]['token']} has no lane"):
         LoadLanes()(results)

@@ -15,6 +15,7 @@ def test_config_builds_loader_on_synthetic_world(name, synthetic_world):
     from mmengine.runner import Runner
 
     import perception.data  # noqa: F401  (registers the dataset, transforms and bev_collate)
+    import perception.evaluation.nuscenes  # noqa: F401  (registers the metric; the tools register both)
     from perception.engine.registry import METRICS
 
     cfg = Config.fromfile(CONFIGS / name)

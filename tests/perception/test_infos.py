@@ -253,3 +253,94 @@ def test_create_data_cli_builds_infos(synthetic_world, tmp_path):
     assert meta["split"] == "train" and len(infos) == 6
     with pytest.raises(SystemExit):
         tool.main(["nuscenes", "--root", str(tmp_path), "--version", "v1.0-trainval", "--out", str(tmp_path)])
+
+
+# -- the rig in the metadata -------------------------------------------------------------------------------
+def test_infos_describe_their_rig(synthetic_world):
+    meta, _ = load_infos(synthetic_world.val_infos)
+    assert meta["cameras"] == list(CAMERA_NAMES)
+    assert meta["image_sizes"] == {c: synthetic_world.image_size for c in CAMERA_NAMES}
+
+
+def test_rig_camera_order_from_the_sensor_table():
+    from types import SimpleNamespace
+
+    from perception.data.infos import rig_cameras
+
+    def table(channels):
+        return SimpleNamespace(sensor=[dict(channel=c, modality="camera") for c in channels]
+                               + [dict(channel="LIDAR_TOP", modality="lidar")])
+
+    assert rig_cameras(table(sorted(CAMERA_NAMES))) == list(CAMERA_NAMES)  # nuScenes order
+    waymo = ["FRONT", "FRONT_LEFT", "SIDE_LEFT", "FRONT_RIGHT", "SIDE_RIGHT"]
+    assert rig_cameras(table(waymo)) == waymo  # otherwise the table's order
+
+
+def test_version_1_files_load_with_the_rig_of_their_first_sample(synthetic_world, tmp_path):
+    data = pickle.loads(synthetic_world.val_infos.read_bytes())
+    for key in ("cameras", "image_sizes"):
+        del data["metadata"][key]
+    data["metadata"]["format_version"] = 1
+    old = tmp_path / "v1.pkl"
+    old.write_bytes(pickle.dumps(data))
+    meta, infos = load_infos(old)
+    assert meta["format_version"] == 1 and meta["cameras"] == list(CAMERA_NAMES)
+    assert meta["image_sizes"] == {c: synthetic_world.image_size for c in CAMERA_NAMES}
+    from perception.data import BEVDataset
+
+    ds = BEVDataset(str(old), str(synthetic_world.root), [dict(type="LoadMultiViewImages")])
+    assert len(ds[0]["frames"][0]["imgs"]) == 6
+    data["metadata"]["format_version"] = 2  # version 2 must carry the rig
+    (tmp_path / "v2.pkl").write_bytes(pickle.dumps(data))
+    with pytest.raises(InfoFileError, match="metadata lacks the rig"):
+        load_infos(tmp_path / "v2.pkl")
+
+
+def test_samples_are_checked_against_the_rig(synthetic_world, tmp_path):
+    _, infos = load_infos(synthetic_world.val_infos)
+    broken = [dict(i) for i in infos]
+    broken[2] = dict(broken[2], cams={k: v for k, v in broken[2]["cams"].items() if k != "CAM_BACK_LEFT"})
+    path = save_infos(broken, tmp_path / "missing_cam.pkl", "v1.0-mini", "val")
+    token = infos[2]["token"]
+    with pytest.raises(InfoFileError, match=rf"missing_cam\.pkl: sample {token} .*lacks camera.*CAM_BACK_LEFT"):
+        load_infos(path)
+    broken = [dict(i) for i in infos]
+    cams = dict(broken[4]["cams"])
+    cams["CAM_FRONT"] = dict(cams["CAM_FRONT"], image_size=(120, 68))
+    broken[4] = dict(broken[4], cams=cams)
+    path = save_infos(broken, tmp_path / "size.pkl", "v1.0-mini", "val")
+    with pytest.raises(InfoFileError, match=rf"size\.pkl: sample {infos[4]['token']} camera CAM_FRONT has image_size"):
+        load_infos(path)
+    # A rig other than nuScenes' is fine when every sample follows it.
+    five = [dict(i, cams={k: i["cams"][k] for k in list(CAMERA_NAMES)[:5]}) for i in infos]
+    meta, _ = load_infos(save_infos(five, tmp_path / "five.pkl", "v1.0-mini", "val"))
+    assert meta["cameras"] == list(CAMERA_NAMES)[:5]
+
+
+def test_converters_describe_their_rig():
+    data = dict(metainfo=dict(version="v1.0-mini"), data_list=[dict(
+        token="s0", timestamp=1.0, ego2global=np.eye(4).tolist(), lidar_points=dict(lidar_path="x.bin"),
+        images={n: dict(img_path=f"{n}.jpg", cam2img=np.eye(3).tolist(), cam2ego=np.eye(4).tolist(), width=800,
+                        height=450) for n in reversed(CAMERA_NAMES)},
+        instances=[])])
+    meta, infos = load_infos_from(convert_mmdet3d_v1_infos(data))
+    assert meta["cameras"] == list(CAMERA_NAMES) and list(infos[0]["cams"]) == list(CAMERA_NAMES)
+    assert meta["image_sizes"]["CAM_BACK"] == (800, 450)
+
+
+def test_parallel_workers_report_a_failing_scene_without_pickling_the_devkit(tmp_path):
+    """Workers are fork-started processes whose target closes over the devkit object (never pickled)."""
+
+    class Devkit:
+        sensor = [dict(channel=c, modality="camera") for c in CAMERA_NAMES]
+        scene = [dict(name="scene-0061", token="t0"), dict(name="scene-0103", token="t1")]
+
+        def __reduce__(self):
+            raise AssertionError("the devkit object must not be pickled")
+
+        def get(self, table, token):
+            raise ValueError(f"no {table} {token}")
+
+    with pytest.raises(RuntimeError, match=r"(?s)scene-0\d+\.pkl failed.*ValueError: no scene t\d"):
+        create_nuscenes_infos("unused", "v1.0-mini", str(tmp_path), workers=2, progress=False, nusc=Devkit())
+    assert not list((tmp_path / "shards" / "v1.0-mini").glob("*.pkl"))

@@ -1,9 +1,5 @@
 # Runtime shared by the classification configs (mmengine Runner).
 default_scope = "perception"
-custom_imports = dict(
-    imports=["perception.models", "perception.data.classification", "perception.evaluation.classification",
-             "perception.engine"],
-    allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),

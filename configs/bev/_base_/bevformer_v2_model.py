@@ -1,7 +1,8 @@
-# BEVFormer v2 model at the paper's settings: 200x200 BEV over +-51.2 m, 6-layer encoder with 4
+# BEVFormer v2 model at the paper's settings: 200x200 BEV over +-51.2 m (the one BEV range: the encoder
+# and the detection head take it from bev_grid), 6-layer encoder with 4
 # pillar heights x 2 points, 900 queries x 11 Group-DETR groups, FCOS3D-style perspective head on
 # 5 FPN levels (strides 8..128), 8 frames fused by residual conv blocks. The backbone is set per
-# variant (configs/bev/bevformer_v2_internimage_*.py).
+# variant (configs/bev/bevformer_v2_internimage_*.py); the FPN takes its input channels from it.
 bev_grid = dict(x_range=(-51.2, 51.2), y_range=(-51.2, 51.2), z_range=(-5.0, 3.0), resolution=0.512)
 embed_dims = 256
 num_frames = 8
@@ -15,7 +16,7 @@ model = dict(
     bev_levels=4,
     backbone=dict(type="InternImage", variant="b", out_indices=(1, 2, 3), layer_scale=1.0, drop_path_rate=0.4,
                   with_cp=True, frozen_stages=-1),
-    neck=dict(type="FPN", in_channels=[224, 448, 896], out_channels=embed_dims, num_outs=5, start_level=0),
+    neck=dict(type="FPN", out_channels=embed_dims, num_outs=5, start_level=0),
     encoder=dict(type="BEVEncoder", embed_dims=embed_dims, num_layers=6, num_heads=8, num_levels=4, num_cameras=6,
                  pillar_heights=4, points_per_height=2, ffn_dims=512, dropout=0.1),
     head=dict(type="BEVDetectionHead", num_classes=10, embed_dims=embed_dims, num_queries=900, num_layers=6,

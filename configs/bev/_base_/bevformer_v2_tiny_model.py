@@ -15,7 +15,7 @@ model = dict(
     hybrid_queries=30,  # two-stage: 30 perspective proposals per sample (see README, The demo)
     backbone=dict(_delete_=True, type="InternImage", variant="t", channels=16, depths=(1, 1, 2, 1),
                   groups=(1, 2, 4, 8), out_indices=(1, 2, 3), drop_path_rate=0.0),
-    neck=dict(in_channels=[32, 64, 128], out_channels=embed_dims, num_outs=4, start_level=0),
+    neck=dict(out_channels=embed_dims, num_outs=4, start_level=0),
     encoder=dict(embed_dims=embed_dims, num_layers=1, num_heads=4, num_levels=3, pillar_heights=4,
                  points_per_height=2, ffn_dims=128, dropout=0.0),
     head=dict(embed_dims=embed_dims, num_queries=100, num_layers=3, num_heads=4, ffn_dims=128, dropout=0.0,

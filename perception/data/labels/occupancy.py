@@ -1,0 +1,77 @@
+"""Occ3D occupancy: ``occ_semantics`` (X, Y, Z) uint8, ``occ_mask_camera`` / ``occ_mask_lidar`` (X, Y, Z)
+bool, on the Occ3D grid of the key frame's ego frame (stacked on collation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perception.structures.bev_grid import OCC3D_GRID, BEVGrid
+from perception.structures.classes import OCC_FREE
+
+from .base import LABEL_TYPES, LabelLoadError, LabelType
+
+
+class OccupancyLoadError(LabelLoadError):
+    """A sample's Occ3D ``labels.npz`` is missing, unreadable or of the wrong shape."""
+
+
+@LABEL_TYPES.register_module(name="occupancy")
+class Occupancy(LabelType):
+    """Occ3D ``labels.npz`` (``semantics``, ``mask_camera``, ``mask_lidar``) named by the info's
+    ``occ_path``. BEV augmentations resample the grids nearest-neighbour (voxels from outside the grid
+    become free and unobserved)."""
+
+    keys = ("occ_semantics", "occ_mask_camera", "occ_mask_lidar")
+    stack_keys = keys
+
+    def __init__(self, grid: BEVGrid = OCC3D_GRID) -> None:
+        self.grid = grid
+
+    def load(self, results: dict, info: dict, data_root: str) -> None:
+        rel = info.get("occ_path")
+        self.load_file(results, str(Path(data_root) / rel) if rel else None)
+
+    def load_file(self, results: dict, path: str | None) -> None:
+        token = results["sample_token"]
+        if path is None:
+            raise OccupancyLoadError(f"sample {token} has no occupancy labels (occ_path is None)")
+        if not Path(path).exists():
+            raise OccupancyLoadError(f"occupancy file {path} of sample {token} does not exist")
+        try:
+            with np.load(path) as data:
+                semantics = data["semantics"].astype(np.uint8)
+                mask_camera = data["mask_camera"].astype(bool)
+                mask_lidar = data["mask_lidar"].astype(bool)
+        except Exception as err:  # zip, pickle and key errors for corrupt files
+            raise OccupancyLoadError(
+                f"occupancy file {path} of sample {token} is corrupt or unreadable: {type(err).__name__}: {err}"
+            ) from err
+        shape = tuple(self.grid.voxel_shape)
+        shapes = {a.shape for a in (semantics, mask_camera, mask_lidar)}
+        if shapes != {shape}:
+            raise OccupancyLoadError(
+                f"occupancy file {path} of sample {token} holds grids of shape {sorted(shapes)}, expected {shape}"
+            )
+        results["occ_semantics"], results["occ_mask_camera"], results["occ_mask_lidar"] = (
+            semantics,
+            mask_camera,
+            mask_lidar,
+        )
+
+    def bev_transform(self, results: dict, mat: np.ndarray) -> None:
+        resample_occupancy(results, np.linalg.inv(mat), self.grid)
+
+
+def resample_occupancy(results: dict, inv: np.ndarray, grid: BEVGrid = OCC3D_GRID) -> None:
+    """Nearest-neighbour resampling: each augmented voxel centre looks up its source voxel (``inv`` maps
+    augmented ego -> ego)."""
+    centres = grid.voxel_centers().reshape(-1, 3)
+    src = centres @ inv[:3, :3].T + inv[:3, 3]
+    idx, inside = grid.points_to_voxel_index(src)
+    idx = np.where(inside[:, None], idx, 0)
+    shape = grid.voxel_shape
+    for key, fill in (("occ_semantics", OCC_FREE), ("occ_mask_camera", False), ("occ_mask_lidar", False)):
+        values = results[key][idx[:, 0], idx[:, 1], idx[:, 2]]
+        results[key] = np.where(inside, values, fill).reshape(shape).astype(results[key].dtype)

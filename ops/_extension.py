@@ -134,9 +134,34 @@ def _warn(kind: str, reason: str) -> None:
     )
 
 
-def _cuda_arch_list() -> str:
-    major, minor = torch.cuda.get_device_capability()
-    return f"{major}.{minor}"
+def _visible_capabilities() -> list[tuple[int, int]]:
+    """The compute capabilities of the visible GPUs, each once, lowest first."""
+    return sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+
+
+def _cuda_arch_flags(capabilities: list[tuple[int, int]]) -> list[str]:
+    """nvcc flags generating machine code (SASS) for each ``(major, minor)`` capability, no PTX.
+
+    Written as torch writes them for ``TORCH_CUDA_ARCH_LIST="8.0;9.0"``. Their presence in
+    ``extra_cuda_cflags`` makes torch add none of its own: ``_get_cuda_arch_flags`` returns nothing
+    when any of those flags mentions ``arch``.
+    """
+    return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"
+            for major, minor in sorted(set(capabilities))]
+
+
+def _cuda_cflags() -> list[str]:
+    """nvcc flags of the CUDA build.
+
+    ``TORCH_CUDA_ARCH_LIST``, when set, is the user's choice and torch reads it itself. Otherwise we
+    build for the visible GPUs rather than for torch's long default list (faster, and no "no kernel
+    image is available" surprises from a missing arch), by passing the ``-gencode`` flags ourselves:
+    the process environment is read, never written.
+    """
+    flags = _CUDA_FLAGS + ["-DWITH_CUDA"]
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return flags
+    return flags + _cuda_arch_flags(_visible_capabilities())
 
 
 def _build(kind: str) -> ModuleType:
@@ -145,16 +170,12 @@ def _build(kind: str) -> ModuleType:
 
     directory = build_directory(kind)
     directory.mkdir(parents=True, exist_ok=True)
-    if kind == "cuda" and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        # Build for the GPU we run on rather than torch's long default list (faster, and no
-        # "no kernel image is available" surprises from a missing arch).
-        os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_arch_list()
     with FileLock(str(directory / "build.lock")):
         return cpp_extension.load(
             name=f"perception_ops_{kind}_{directory.name.rsplit('-', 1)[-1]}",
             sources=[str(s) for s in _sources(kind)],
             extra_cflags=_CFLAGS + (["-DWITH_CUDA"] if kind == "cuda" else []),
-            extra_cuda_cflags=_CUDA_FLAGS + ["-DWITH_CUDA"],
+            extra_cuda_cflags=_cuda_cflags() if kind == "cuda" else [],
             extra_ldflags=["-fopenmp"],
             extra_include_paths=[str(_CSRC)],
             build_directory=str(directory),

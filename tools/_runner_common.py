@@ -1,4 +1,4 @@
-"""Shared set-up of tools/train.py and tools/test.py (not a public module)."""
+"""Shared set-up of tools/train.py, tools/test.py and tools/demo.py (not a public module)."""
 
 from __future__ import annotations
 
@@ -60,14 +60,25 @@ def register_all() -> None:
             warnings.warn(f"could not import {name} ({err}); its modules are not registered", stacklevel=2)
 
 
-def load_config(path: str, cfg_options: dict | None, work_dir: str | None, launcher: str) -> Config:
+def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
+                launcher: str | None = None, *, seed: int | None = None) -> Config:
+    """The config at ``path`` as the tools run it.
+
+    ``cfg_options`` (``--cfg-options``) are merged in; ``launcher`` is set when given (the Runner's
+    default is ``"none"``); ``seed`` sets ``randomness.seed`` (keeping the config's other randomness
+    entries); the scope defaults to ``perception``; ``work_dir`` wins over the config's, which wins
+    over ``work_dirs/<config name>``.
+    """
     from pathlib import Path
 
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.launcher = launcher
+    if launcher is not None:
+        cfg.launcher = launcher
     cfg.setdefault("default_scope", "perception")
+    if seed is not None:
+        cfg.randomness = {**cfg.get("randomness", {}), "seed": seed}
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get("work_dir") is None:

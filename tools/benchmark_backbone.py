@@ -21,15 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from _profile import StepProfile, format_profile, profile_steps  # noqa: E402
-from _timing import median_seconds  # noqa: E402
+from _profile import StepProfile, format_profile, profile_steps
+from _timing import median_seconds
 
 
 @dataclass(frozen=True)

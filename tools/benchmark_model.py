@@ -14,17 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from _profile import format_profile, profile_steps  # noqa: E402
-from _runner_common import DictAction, register_all  # noqa: E402
-from _timing import median_seconds  # noqa: E402
+from _profile import format_profile, profile_steps
+from _runner_common import DictAction, register_all
+from _timing import median_seconds
 
 
 def nominal_ego2img(height: int, width: int) -> torch.Tensor:

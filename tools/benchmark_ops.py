@@ -23,14 +23,11 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from _timing import median_seconds
 
 import ops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_seconds  # noqa: E402
 
 
 # Default DCNv3 shapes (N, H, W, groups, channels per group) with the official kernel's fp32 median

@@ -7,12 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perception.data.classification.shapes import SHAPE_CLASSES, generate_shapes_dataset  # noqa: E402
+from perception.data.classification.shapes import SHAPE_CLASSES, generate_shapes_dataset
 
 
 def main(argv: list[str] | None = None) -> None:

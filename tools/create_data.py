@@ -13,14 +13,11 @@ synthetic) nuScenes root, resumable through per-scene shards.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perception.data.infos import create_nuscenes_infos  # noqa: E402
-from perception.data.synthetic import VERSION, WorldConfig, generate_world  # noqa: E402
+from perception.data.infos import create_nuscenes_infos
+from perception.data.synthetic import VERSION, WorldConfig, generate_world
 
 
 def main(argv: list[str] | None = None) -> int:

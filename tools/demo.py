@@ -19,13 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from _runner_common import DictAction, load_config, register_all
 
-from _runner_common import DictAction, register_all  # noqa: E402
-
-import ops  # noqa: E402
-from perception.engine import TimeBudgetHook  # noqa: E402
+import ops
+from perception.engine import TimeBudgetHook
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bev" / "bevformer_v2_tiny_synthetic.py"
 
@@ -59,15 +56,9 @@ def ensure_world(root: Path, args: argparse.Namespace) -> None:
 
 
 def build_runner(args: argparse.Namespace, world: Path, work_dir: Path):
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = str(work_dir)
-    cfg.default_scope = "perception"
-    cfg.randomness = dict(seed=args.seed)
+    cfg = load_config(args.config, args.cfg_options, str(work_dir), seed=args.seed)
     for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val"), ("test_dataloader", "val")):
         cfg[loader].dataset.data_root = str(world)
         cfg[loader].dataset.ann_file = str(world / f"nuscenes_infos_{split}.pkl")
@@ -96,7 +87,6 @@ def draw_pictures(runner, out_dir: Path, count: int, score_threshold: float = 0.
     from PIL import Image
 
     from perception.data.nuscenes_dataset import bev_collate
-    from perception.structures.cameras import CAMERA_NAMES
     from perception.visualization.sample import render_sample
 
     model, dataset = runner.model, runner.val_dataloader.dataset
@@ -106,14 +96,15 @@ def draw_pictures(runner, out_dir: Path, count: int, score_threshold: float = 0.
         sample = dataset[int(idx)]
         batch = model.data_preprocessor(bev_collate([sample]), False)
         with torch.no_grad():
-            pred = model(**batch, mode="predict")[0]
+            pred = model(**batch, mode="predict")[0]["detection"]
         info = dataset.infos[dataset.indices[int(idx)]]
-        images = [Image.open(dataset.data_root / info["cams"][c]["data_path"]) for c in CAMERA_NAMES]
-        ego2img = np.stack([info["cams"][c]["ego2img"] for c in CAMERA_NAMES])
+        cameras = list(info["cams"])  # the rig's order (checked when the infos load)
+        images = [Image.open(dataset.data_root / info["cams"][c]["data_path"]) for c in cameras]
+        ego2img = np.stack([info["cams"][c]["ego2img"] for c in cameras])
         picture = render_sample(images, ego2img, gt_boxes=sample["gt_boxes"].numpy(),
                                 gt_labels=sample["gt_labels"].numpy(), pred_boxes=pred["boxes"].cpu().numpy(),
                                 pred_labels=pred["labels"].cpu().numpy(), pred_scores=pred["scores"].cpu().numpy(),
-                                score_threshold=score_threshold, bev_range=32.0,
+                                score_threshold=score_threshold, bev_range=32.0, camera_names=cameras,
                                 title=f"{info['scene_name']} frame {info['frame_index']}: predictions with score "
                                       f">= {score_threshold} vs ground truth")
         paths.append(picture.save(out_dir / f"{info['scene_name']}_{info['frame_index']:02d}.png"))

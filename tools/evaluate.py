@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perception.evaluation.nuscenes import evaluate_results, validate_submission  # noqa: E402
+from perception.evaluation.nuscenes import evaluate_results, validate_submission
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,17 +11,14 @@ Module names are those of the official model (``print(model)`` lists them).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import backbones  # noqa: E402
-from backbones.features import extract_features  # noqa: E402
-from perception.data.classification.transforms import PackClsInputs, ResizeShorter  # noqa: E402
+import backbones
+from backbones.features import extract_features
+from perception.data.classification.transforms import PackClsInputs, ResizeShorter
 
 
 def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:

@@ -2,8 +2,8 @@
 """Parameters and FLOPs of the InternImage variants.
 
 FLOPs follow the InternImage repository's convention (MACs of every conv/linear layer plus
-5·H·W·9·C per DCNv3 layer, reference §3.8). Models are built on the meta device: no memory, no
-weights.
+5·H·W·9·C per DCNv3 layer; docs/backbones.md, "Parameters and FLOPs"). Models are built on the meta
+device: no memory, no weights.
 
     python tools/model_info.py                      # all variants at their published resolutions
     python tools/model_info.py internimage_t --size 224 --num-classes 1000
@@ -12,17 +12,13 @@ weights.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import backbones
+from backbones.flops import count_macs
 
-import backbones  # noqa: E402
-from backbones.flops import count_macs  # noqa: E402
-
-# Resolutions of the published numbers (reference §6.1).
+# Published parameters and FLOPs, at their resolutions (the table in docs/backbones.md, "Parameters and FLOPs").
 PUBLISHED = {"internimage_t": (224, "30M", "5G"), "internimage_s": (224, "50M", "8G"),
              "internimage_b": (224, "97M", "16G"), "internimage_l": (384, "223M", "108G"),
              "internimage_xl": (384, "335M", "163G"), "internimage_h": (640, "1.08B", "1478G"),

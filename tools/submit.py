@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perception.data.infos import load_infos  # noqa: E402
-from perception.evaluation.nuscenes import (  # noqa: E402
+from perception.data.infos import load_infos
+from perception.evaluation.nuscenes import (
     DEFAULT_META,
     predictions_to_submission,
     validate_submission,

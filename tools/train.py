@@ -9,13 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from _runner_common import DictAction, load_config, register_all  # noqa: E402
+from _runner_common import DictAction, load_config, register_all
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

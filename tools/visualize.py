@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perception.data.infos import load_infos  # noqa: E402
-from perception.structures import CAMERA_NAMES, DETECTION_CLASSES, global_boxes_to_ego  # noqa: E402
-from perception.visualization import render_sample, save_scene_animation  # noqa: E402
+from perception.data.infos import load_infos
+from perception.structures import DETECTION_CLASSES, global_boxes_to_ego
+from perception.visualization import render_sample, save_scene_animation
 
 
 def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
@@ -57,8 +54,9 @@ def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
 
 
 def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, with_gt: bool = True):
-    images = [Image.open(data_root / info["cams"][c]["data_path"]) for c in CAMERA_NAMES]
-    ego2img = np.stack([info["cams"][c]["ego2img"] for c in CAMERA_NAMES])
+    cameras = list(info["cams"])  # the rig's order (checked when the infos load)
+    images = [Image.open(data_root / info["cams"][c]["data_path"]) for c in cameras]
+    ego2img = np.stack([info["cams"][c]["ego2img"] for c in cameras])
     gt_boxes = gt_labels = None
     if with_gt and "gt_boxes" in info:
         keep = np.asarray(info["valid_flag"], bool) & (np.asarray(info["gt_labels"]) >= 0)
@@ -78,6 +76,7 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
         pred.get("scores"),
         score_threshold=score_thr,
         lanes=lanes,
+        camera_names=cameras,
         title=f"{info.get('scene_name', '')}  frame {info['frame_index']}  sample {info['token']}",
     )
 

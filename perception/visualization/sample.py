@@ -1,4 +1,4 @@
-"""One picture per sample (six cameras + BEV) and animations per scene."""
+"""One picture per sample (every camera of the rig + BEV) and animations per scene."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ class SamplePicture:
         return path
 
 
+def _layout(camera_names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    if sorted(camera_names) == sorted(CAMERA_NAMES):
+        return LAYOUT
+    half = -(-len(camera_names) // 2)
+    return tuple(tuple(camera_names[i:i + half]) for i in range(0, len(camera_names), half))
+
+
 def _names(labels, class_names) -> list[str]:
     return [class_names[int(i)] for i in np.asarray(labels).reshape(-1)]
 
@@ -53,20 +60,26 @@ def render_sample(
     bev_range: float = 50.0,
     title: str = "",
     lanes: Sequence[np.ndarray] | None = None,
+    camera_names: Sequence[str] = CAMERA_NAMES,
 ) -> SamplePicture:
-    """Six camera panels (CAMERA_NAMES order in ``images``/``ego2img``) with projected GT (green) and
-    predicted (magenta, with scores) boxes, and a BEV panel with both, headings, velocity arrows and
-    (optionally) lane centerlines."""
-    if len(images) != len(CAMERA_NAMES):
+    """One panel per camera (``camera_names`` order in ``images``/``ego2img``, the rig's order) with
+    projected GT (green) and predicted (magenta, with scores) boxes, and a BEV panel with both,
+    headings, velocity arrows and (optionally) lane centerlines. The nuScenes rig is laid out as a
+    driver sees it; another rig fills two rows in its own order. Cameras of other sizes keep their
+    aspect ratio (each panel is ``panel_width`` wide)."""
+    camera_names = list(camera_names)
+    if len(images) != len(camera_names) or len(ego2img) != len(camera_names):
         raise ValueError(
-            f"render_sample needs {len(CAMERA_NAMES)} images in {CAMERA_NAMES} order, got {len(images)}"
+            f"render_sample needs one image and one ego2img per camera of {camera_names}, got {len(images)} "
+            f"images and {len(ego2img)} matrices"
         )
     pil = [
         im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8))
         for im in images
     ]
-    scale = panel_width / pil[0].width
-    panel_h = int(round(pil[0].height * scale))
+    layout = _layout(camera_names)
+    columns = max(len(row) for row in layout)
+    panel_h = max(int(round(im.height * panel_width / im.width)) for im in pil)
     if pred_boxes is not None and pred_scores is not None:
         keep = np.asarray(pred_scores) >= score_threshold
         pred_boxes, pred_labels, pred_scores = (
@@ -75,13 +88,15 @@ def render_sample(
             np.asarray(pred_scores)[keep],
         )
     header = 28
-    bev_size = 2 * panel_h
-    canvas = Image.new("RGB", (3 * panel_width + bev_size, header + bev_size), BEV_BACKGROUND)
+    bev_size = len(layout) * panel_h
+    canvas = Image.new("RGB", (columns * panel_width + bev_size, header + bev_size), BEV_BACKGROUND)
     picture = SamplePicture(canvas)
-    for row, names in enumerate(LAYOUT):
+    for row, names in enumerate(layout):
         for col, name in enumerate(names):
-            cam = CAMERA_NAMES.index(name)
-            panel = pil[cam].convert("RGB").resize((panel_width, panel_h), Image.BILINEAR)
+            cam = camera_names.index(name)
+            scale = panel_width / pil[cam].width
+            size = (panel_width, int(round(pil[cam].height * scale)))
+            panel = pil[cam].convert("RGB").resize(size, Image.BILINEAR)
             if gt_boxes is not None and len(gt_boxes):
                 draw_boxes_on_image(
                     panel, gt_boxes, ego2img[cam], GT_COLOR, _names(gt_labels, class_names), scale=scale
@@ -108,11 +123,11 @@ def render_sample(
     if pred_boxes is not None:
         layers.append((pred_boxes, PRED_COLOR, None))
     bev, _ = draw_bev_panel(bev_size, bev_range, layers, title="BEV (x forward = up)", lanes=lanes)
-    canvas.paste(bev, (3 * panel_width, header))
-    picture.bev_panel = (3 * panel_width, header)
+    canvas.paste(bev, (columns * panel_width, header))
+    picture.bev_panel = (columns * panel_width, header)
     draw = ImageDraw.Draw(canvas)
     draw.text((8, 6), title, fill=TEXT_COLOR, font=font(15))
-    legend_x = 3 * panel_width + bev_size - 230
+    legend_x = columns * panel_width + bev_size - 230
     draw.rectangle([legend_x, 9, legend_x + 14, 21], fill=GT_COLOR)
     draw.text((legend_x + 20, 6), "ground truth", fill=TEXT_COLOR, font=font(13))
     draw.rectangle([legend_x + 120, 9, legend_x + 134, 21], fill=PRED_COLOR)

@@ -8,8 +8,8 @@ import torch
 
 from backbones import InternImage
 from bev.detection_head import BEVDetectionHead
-from bev.model import BEVFormerV2
 from bev.encoder import BEVEncoder
+from bev.model import BEVFormerV2
 from bev.perspective_head import PerspectiveHead
 from perception.models.necks import FPN
 from perception.structures.bev_grid import BEVGrid

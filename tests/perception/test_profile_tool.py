@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import pytest
 
-from tests.tool_loader import TOOLS, load_tool
+from tests.tool_loader import import_helper, load_tool
 
 
 @pytest.fixture(scope="module")
 def profiler():
     # The tools import their helpers (_timing, _profile) by plain name from tools/.
-    sys.path.insert(0, str(TOOLS))
-    try:
-        return importlib.import_module("_profile")
-    finally:
-        sys.path.remove(str(TOOLS))
+    return import_helper("_profile")
 
 
 @pytest.mark.parametrize("name, category", [

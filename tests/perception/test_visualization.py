@@ -134,3 +134,17 @@ def test_open3d_render_when_available(synthetic_world, tmp_path):
     points = np.fromfile(synthetic_world.root / info["lidar_path"], dtype=np.float32).reshape(-1, 5)[:, :3]
     out = render_open3d(points.astype(np.float64), info["gt_boxes"], tmp_path / "o3d.png")
     assert Image.open(out).size == (960, 720)
+
+
+def test_a_five_camera_rig_of_two_sizes_gets_one_panel_each():
+    from perception.visualization.sample import render_sample
+
+    names = ["FRONT", "FRONT_LEFT", "FRONT_RIGHT", "SIDE_LEFT", "SIDE_RIGHT"]
+    sizes = [(192, 128), (192, 128), (192, 128), (192, 88), (192, 88)]
+    images = [np.full((h, w, 3), 90, np.uint8) for w, h in sizes]
+    ego2img = np.tile(np.eye(4), (5, 1, 1))
+    picture = render_sample(images, ego2img, camera_names=names, panel_width=192)
+    assert sorted(picture.camera_panels) == sorted(names)
+    # Two rows of three columns of 192 px, each row as tall as the tallest camera, then the BEV panel.
+    assert picture.image.size == (3 * 192 + 2 * 128, 28 + 2 * 128)
+    assert picture.camera_panels["SIDE_LEFT"][2] == 1.0  # each panel keeps its own aspect ratio

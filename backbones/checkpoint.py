@@ -11,7 +11,7 @@ Accepted inputs:
 
 T's released classification checkpoint has no layer-scale gammas; a model built with
 ``layer_scale`` (downstream configs use 1.0) gets gammas of 1.0 for missing ones, which leaves
-its function unchanged (reference §2.9). A 21841-class head can be mapped to 1000 classes with a
+its function unchanged (docs/backbones.md). A 21841-class head can be mapped to 1000 classes with a
 class-map file (one 22k index per line, e.g. upstream ``meta_data/map22kto1k.txt``), or dropped.
 """
 

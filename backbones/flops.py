@@ -1,6 +1,6 @@
 """A small multiply-accumulate (MAC) counter with forward hooks.
 
-Convention of the InternImage repository (reference §3.8), which reports MACs as "FLOPs": every
+Convention of the InternImage repository (docs/backbones.md), which reports MACs as "FLOPs": every
 Conv2d and Linear counts output elements x (input channels / groups) x kernel area (biases, norms
 and activations are not counted), and every DCNv3 layer adds 5·H·W·P·C for its sampling core
 (P = 9 points, or 8 with ``remove_center``). Run it on the meta device to count without memory.

@@ -37,7 +37,7 @@ from .layers import (
 __all__ = ["VARIANTS", "InternImage", "InternImageBlock", "InternImageClassifier", "InternImageLayer",
            "resolve_arch"]
 
-# Architecture of each released variant (reference §2.9). Group channels C/G: 16 for T..XL, 32 for H/G.
+# Architecture of each released variant (docs/backbones.md). Group channels C/G: 16 for T..XL, 32 for H/G.
 VARIANTS: dict[str, dict[str, Any]] = {
     "t": dict(channels=64, depths=(4, 4, 18, 4), groups=(4, 8, 16, 32), layer_scale=None),
     "s": dict(channels=80, depths=(4, 4, 21, 4), groups=(5, 10, 20, 40), layer_scale=1e-5, post_norm=True),
@@ -99,7 +99,7 @@ def resolve_arch(variant: str | None, **given: Any) -> dict[str, Any]:
 class InternImageLayer(nn.Module):
     """One block: a DCNv3 sub-block and an MLP sub-block, each with a residual connection.
 
-    Norm placement (reference §2.4): pre-norm by default; ``post_norm`` normalises the branch
+    Norm placement (docs/backbones.md): pre-norm by default; ``post_norm`` normalises the branch
     output instead (and takes precedence over ``res_post_norm``); ``res_post_norm`` adds a norm
     after the pre-normed branch; with ``layer_scale`` the branch is multiplied by ``gamma1/2`` and
     ``res_post_norm`` is ignored (its modules still exist, as upstream).
@@ -353,7 +353,7 @@ class InternImage(nn.Module):
 
     # -- layer-wise learning-rate decay ----------------------------------------------------------
     def lr_decay_keywords(self, decay_ratio: float = 0.87) -> dict[str, float]:
-        """The official classification layer-decay map (reference §2.10): name fragment -> LR ratio."""
+        """The official classification layer-decay map (docs/backbones.md): name fragment -> LR ratio."""
         from .layer_decay import classification_lr_ratios
 
         return classification_lr_ratios(self.depths, decay_ratio)

@@ -1,12 +1,12 @@
 """Layer-wise learning-rate decay for InternImage, in the two official flavours.
 
-* Classification (reference §2.10): blocks are numbered from the last block of stage 4 backwards
+* Classification (docs/backbones.md): blocks are numbered from the last block of stage 4 backwards
   (0, 1, 2, ...); block ``levels.s.blocks.b.`` gets ``decay**index``; the stem gets the ratio of
   the first block; ``levels.i.downsample``/``levels.i.norm`` (i < 3) the ratio of the first block
   of stage i+1; anything else (heads, ``levels.3.norm``, post norms) ratio 1. Weight decay 0 for
   1-D parameters and biases; ``dcn_lr_mul`` multiplies the LR of DCN offset/centre-scale params,
   only when layer decay is on (as upstream).
-* Detection/segmentation (reference §5.2, BEiT-style): layer id 0 for the stem, 1 + b + sum of the
+* Detection/segmentation (docs/backbones.md, BEiT-style): layer id 0 for the stem, 1 + b + sum of the
   previous depths for ``levels.s.blocks.b``, a stage's downsample/norm get the id of the first
   block of the next stage (stage 3's norm: the first block of stage 3), everything else the last
   id; scale ``rate**(num_layers + 2 - id - 1)``.

@@ -3,8 +3,8 @@
     optim_wrapper = dict(
         optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05),
         constructor='LayerDecayOptimWrapperConstructor',
-        paramwise_cfg=dict(layer_decay=0.9, dcn_lr_mul=0.1))                # classification (§2.10)
-    paramwise_cfg=dict(mode='detection', layer_decay_rate=0.9, num_layers=30)  # mmdet flavour (§5.2)
+        paramwise_cfg=dict(layer_decay=0.9, dcn_lr_mul=0.1))                # classification (docs/backbones.md)
+    paramwise_cfg=dict(mode='detection', layer_decay_rate=0.9, num_layers=30)  # mmdet flavour (docs/backbones.md)
 
 The backbone is found at ``backbone_prefix`` (default ``backbone``) inside the model.
 """

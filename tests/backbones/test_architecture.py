@@ -7,10 +7,10 @@ import torch
 
 import backbones
 
-# Published/analytic parameter counts with 1000-class heads (reference §2.9, issue 3).
+# Published/analytic parameter counts with 1000-class heads (docs/backbones.md).
 PARAMS = {"t": 29_918_424, "s": 50_079_880, "b": 97_461_832, "l": 223_334_810, "xl": 334_819_780,
           "h": 1_089_636_760, "g": 3_076_373_352}
-# Parameter key counts (reference §2.11).
+# Parameter key counts (docs/backbones.md).
 KEY_COUNTS = {"t": 630, "s": 748, "b": 748, "l": 836, "xl": 880, "h": 1357, "g": 1295}
 
 
@@ -27,7 +27,7 @@ def test_parameter_count_is_exact(variant: str) -> None:
 
 
 def test_h_without_head_has_published_size() -> None:
-    # reference §2.9: H is 1073.1M without the head (the CLIP projector stack + fc_norm + head).
+    # docs/backbones.md: H is 1073.1M without the head (the CLIP projector stack + fc_norm + head).
     with torch.device("meta"):
         model = backbones.create_backbone("internimage_h")
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 1073.1
@@ -35,7 +35,7 @@ def test_h_without_head_has_published_size() -> None:
 
 def _expected_keys(channels: int, depths, groups, *, layer_scale: bool, stage_norm: bool, res_post_norm: bool,
                    cfs: bool, post_norm_ids=(), clip_head: bool) -> dict[str, tuple]:
-    """The §2.11 key pattern written out by hand, with shapes."""
+    """The checkpoint key pattern (docs/backbones.md) written out by hand, with shapes."""
     c = channels
     keys = {"patch_embed.conv1.weight": (c // 2, 3, 3, 3), "patch_embed.conv1.bias": (c // 2,),
             "patch_embed.norm1.1.weight": (c // 2,), "patch_embed.norm1.1.bias": (c // 2,),

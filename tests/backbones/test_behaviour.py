@@ -111,7 +111,7 @@ def test_layer_norm_eps_is_1e_6() -> None:
 
 
 def test_dcn_at_init_averages_the_3x3_window() -> None:
-    # reference §2.8: zero offsets and uniform 1/9 weights at init
+    # docs/backbones.md: zero offsets and uniform 1/9 weights at init
     layer = InternImageLayer(channels=16, groups=1)
     dcn = layer.dcn
     assert torch.count_nonzero(dcn.offset.weight) == 0 and torch.count_nonzero(dcn.mask.bias) == 0

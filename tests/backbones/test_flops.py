@@ -1,4 +1,4 @@
-"""FLOPs (MACs, InternImage convention) against the published numbers (reference §6.1)."""
+"""FLOPs (MACs, InternImage convention) against the published numbers (docs/backbones.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layer-wise LR decay: the official classification map (§2.10) and the detection ids (§5.2)."""
+"""Layer-wise LR decay: the official classification map and the detection ids (docs/backbones.md)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from perception.engine import MODELS, register_lower_layers
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "classification"
 CONFIGS = sorted(CONFIG_DIR.glob("*.py"))
-# reference §5.1 / §2.9: (variant, resolution, drop path, label smoothing, layer decay)
+# docs/backbones.md: (variant, resolution, drop path, label smoothing, layer decay)
 RECIPES = {
     "internimage_t_1k_224": ("t", 224, 0.1, 0.1, None),
     "internimage_s_1k_224": ("s", 224, 0.4, 0.1, None),

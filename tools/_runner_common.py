@@ -18,6 +18,7 @@ REGISTERING_MODULES = (
     "perception.evaluation",
     "perception.evaluation.classification",
     "perception.evaluation.nuscenes",
+    "perception.evaluation.occupancy",
     "bev",
     "occupancy",
     "lane_topology",

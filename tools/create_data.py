@@ -3,20 +3,24 @@
   python tools/create_data.py synthetic --out data/synthetic [--seed 0] [--scenes 5] [--samples-per-scene 20]
                                         [--image-size 320 180] [--workers 2]
   python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-trainval --out data/nuscenes
-                                       [--workers 4]
+                                       [--workers 4] [--occ-root DIR]
 
 ``synthetic`` writes a nuScenes-format world (v1.0-mini tables, images, LiDAR, Occ3D and OpenLane-V2
 labels) and then its info files; ``nuscenes`` writes ``nuscenes_infos_{split}.pkl`` for a real (or
-synthetic) nuScenes root, resumable through per-scene shards.
+synthetic) nuScenes root, resumable through per-scene shards. ``--occ-root DIR`` takes the Occ3D labels
+from an Occ3D-nuScenes release folder (``DIR/gts/<scene name>/<sample token>/labels.npz``, cross-checked
+against ``DIR/annotations.json`` when present; docs/occupancy.md); without it, labels under ``--root/gts/``
+are used.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from perception.data.infos import create_nuscenes_infos
+from perception.data.infos import InfoFileError, create_nuscenes_infos
 from perception.data.synthetic import VERSION, WorldConfig, generate_world
 
 
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     nus.add_argument("--version", required=True, choices=["v1.0-trainval", "v1.0-mini", "v1.0-test"])
     nus.add_argument("--out", required=True)
     nus.add_argument("--workers", type=int, default=4)
+    nus.add_argument("--occ-root", default=None, metavar="DIR",
+                     help="Occ3D-nuScenes release folder holding gts/<scene>/<token>/labels.npz (and annotations.json)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.command == "synthetic":
@@ -53,11 +59,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (Path(args.root) / args.version).is_dir():
             parser.error(f"--root {args.root} has no {args.version}/ table folder")
-        written = create_nuscenes_infos(args.root, args.version, args.out, workers=args.workers)
+        occ_root = args.occ_root
+        if occ_root is not None and not (Path(occ_root) / "gts").is_dir():
+            what = "does not exist" if not Path(occ_root).is_dir() else "has no gts/ folder"
+            return _fail(f"--occ-root {occ_root} {what} (expected DIR/gts/<scene name>/<sample token>/labels.npz)")
+        reports = {}
+        try:
+            written = create_nuscenes_infos(
+                args.root, args.version, args.out, workers=args.workers, occ_root=occ_root, occupancy_reports=reports
+            )
+        except InfoFileError as err:
+            return _fail(str(err))
+        for split, report in reports.items():
+            print(f"{split}: {report.summary()}")
     for split, path in written.items():
         print(f"{split}: {path}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"create_data.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,114 @@
-"""Evaluate a nuScenes detection results JSON with the devkit's DetectionEval.
+"""Evaluate a nuScenes detection results JSON or an Occ3D occupancy submission.
 
-  python tools/evaluate.py results_nusc.json --dataroot data/nuscenes --version v1.0-trainval \
-      [--eval-set val] [--out-dir work_dirs/eval]
+  python tools/evaluate.py nuscenes results_nusc.json --dataroot data/nuscenes --version v1.0-trainval
+      [--eval-set val] [--out-dir work_dirs/eval] [--verbose]
+  python tools/evaluate.py results_nusc.json --dataroot ...        (the same; the form before subcommands)
+  python tools/evaluate.py occupancy --predictions DIR_OR_ZIP --data-root data/nuscenes
+      --infos data/nuscenes/nuscenes_infos_val.pkl [--json OUT.json] [--no-camera-mask]
 
-Prints NDS, mAP, the five TP errors and per-class AP, and writes the devkit's metrics_summary.json.
+``nuscenes`` runs the devkit's DetectionEval: prints NDS, mAP, the five TP errors and per-class AP, and writes
+the devkit's metrics_summary.json. ``occupancy`` reads ``<sample token>.npz`` files (key ``arr_0`` or
+``pred``; a folder or a zip) for every sample of the info file, loads the GT through the infos' ``occ_path``
+under ``--data-root`` and prints the per-class IoU table with mIoU (camera mask unless --no-camera-mask),
+RayIoU and RayIoU@1/@2/@4, in percent; ``--json`` writes them (docs/occupancy.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from perception.evaluation.nuscenes import evaluate_results, validate_submission
+COMMANDS = ("nuscenes", "occupancy")
+
+
+def _fail(message: str) -> int:
+    print(f"evaluate.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    nus = sub.add_parser("nuscenes", help="a nuScenes detection results JSON (devkit DetectionEval)")
+    nus.add_argument("results")
+    nus.add_argument("--dataroot", required=True)
+    nus.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
+    nus.add_argument("--eval-set", default=None, help="devkit split (default: val / mini_val)")
+    nus.add_argument("--out-dir", default=None)
+    nus.add_argument("--verbose", action="store_true")
+    occ = sub.add_parser("occupancy", help="an Occ3D occupancy submission (mIoU, RayIoU)")
+    occ.add_argument("--predictions", required=True, help="folder or zip of <sample token>.npz")
+    occ.add_argument("--data-root", required=True, help="root that the infos' occ_path is relative to")
+    occ.add_argument("--infos", required=True, help="info file of the evaluated split")
+    occ.add_argument("--json", default=None, help="write the results to this JSON file")
+    occ.add_argument("--no-camera-mask", action="store_true", help="mIoU over every voxel (w/o camera mask)")
+    return parser
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """The arguments with an explicit subcommand: the old form ``evaluate.py results.json --dataroot ...``
+    (no subcommand, options possibly first) is the ``nuscenes`` command."""
+    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help"):
+        return argv
+    if argv[0].startswith("-") or argv[0].endswith(".json") or Path(argv[0]).is_file():
+        return ["nuscenes", *argv]
+    return _fail(f"unknown command {argv[0]!r}: use nuscenes, occupancy or a results .json path")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("results")
-    parser.add_argument("--dataroot", required=True)
-    parser.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
-    parser.add_argument("--eval-set", default=None, help="devkit split (default: val / mini_val)")
-    parser.add_argument("--out-dir", default=None)
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    validate_submission(json.loads(Path(args.results).read_text()))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_with_command(argv))
+    if args.command == "nuscenes":
+        return _nuscenes(args)
+    return _occupancy(args)
+
+
+def _nuscenes(args: argparse.Namespace) -> int:
+    from perception.evaluation.nuscenes import SubmissionError, evaluate_results, validate_submission
+
+    path = Path(args.results)
+    if not path.is_file():
+        return _fail(f"results file {path} does not exist")
+    try:
+        validate_submission(json.loads(path.read_text()))
+    except (ValueError, TypeError, SubmissionError) as err:  # JSON syntax errors are ValueErrors too
+        return _fail(f"{path}: {err}")
     metrics = evaluate_results(
         args.results, args.dataroot, args.version, args.eval_set, args.out_dir, verbose=args.verbose
     )
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:.4f}")
+    return 0
+
+
+def _occupancy(args: argparse.Namespace) -> int:
+    from perception.data.infos import InfoFileError
+    from perception.evaluation.nuscenes import write_json_atomic
+    from perception.evaluation.occupancy_submission import (
+        OccupancyEvaluationError,
+        OccupancySubmissionError,
+        evaluate_occupancy_submission,
+        format_occupancy_table,
+    )
+
+    if not Path(args.predictions).exists():
+        return _fail(f"--predictions {args.predictions} does not exist")
+    if not Path(args.data_root).is_dir():
+        return _fail(f"--data-root {args.data_root} is not a folder")
+    try:
+        result = evaluate_occupancy_submission(
+            args.predictions, args.infos, args.data_root, use_camera_mask=not args.no_camera_mask
+        )
+    except (OccupancySubmissionError, OccupancyEvaluationError, InfoFileError) as err:
+        return _fail(str(err))
+    print(format_occupancy_table(result))
+    if args.json:
+        print(f"wrote {write_json_atomic(result, args.json)}")
     return 0
 
 

@@ -3,6 +3,11 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--format-only] [--cfg-options key=value ...]
     torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+
+``--format-only`` writes each test metric's leaderboard submission instead of scoring: the nuScenes
+detection metric its ``results_nusc.json``; an ``OccupancyMetric`` the Occ3D challenge folder
+``<work dir>/occupancy_submission/<sample token>.npz`` and ``<work dir>/occupancy_submission.zip``
+(unless its config names an ``out_dir``; docs/occupancy.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _metric_configs(evaluator) -> list:
+    """The metric configs of a test evaluator: one dict, a list, or ``dict(type='Evaluator', metrics=...)``."""
+    if isinstance(evaluator, (list, tuple)):
+        return list(evaluator)
+    if _type_name(evaluator) == "Evaluator" and "metrics" in evaluator:
+        metrics = evaluator["metrics"]
+        return list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+    return [evaluator]
+
+
+def _type_name(metric) -> str:
+    kind = metric.get("type", "") if hasattr(metric, "get") else ""
+    return (kind if isinstance(kind, str) else getattr(kind, "__name__", "")).rsplit(".", 1)[-1]
+
+
+def set_format_only(cfg) -> list:
+    """Switch every test metric to ``format_only``; an ``OccupancyMetric`` without an ``out_dir`` writes its
+    submission to ``<work_dir>/occupancy_submission`` (its zip beside it). Returns the metric configs."""
+    metrics = _metric_configs(cfg.test_evaluator)
+    for metric in metrics:
+        metric["format_only"] = True
+        if _type_name(metric) == "OccupancyMetric" and not metric.get("out_dir"):
+            metric["out_dir"] = str(Path(cfg.work_dir) / "occupancy_submission")
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if not Path(args.checkpoint).is_file():
@@ -36,9 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.format_only:
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-        for evaluator in evaluators:
-            evaluator.format_only = True
+        set_format_only(cfg)
     runner = Runner.from_cfg(cfg)
     return runner.test()
 

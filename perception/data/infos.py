@@ -21,7 +21,8 @@ Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our
            sensor2ego (4,4) (calibration), cam_ego2global (4,4), ego2img (4,4), lidar2img (4,4)}
     gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore), gt_attributes,
     num_lidar_pts, num_radar_pts, valid_flag (lidar + radar points > 0), instance_tokens, ann_tokens
-    occ_path (Occ3D labels.npz, relative to the data root, or None), openlane_path (or None)
+    occ_path (Occ3D labels.npz, relative to the data root, absolute when an Occ3D release folder outside
+              it holds the labels, or None), openlane_path (or None)
 
 Camera order: the nuScenes order (FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT, BACK_RIGHT) when the six
 nuScenes channels are present, else the order of the camera channels in the sensor table
@@ -38,6 +39,7 @@ import pickle
 import queue
 import traceback
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +154,7 @@ def scene_infos(nusc, scene: dict, with_gt: bool = True, cameras: Iterable[str] 
         )
         if with_gt:
             info.update(_ground_truth(nusc, sample, ego2global))
-        occ = f"gts/{scene['name']}/{token}/labels.npz"
-        info["occ_path"] = occ if (root / occ).exists() else None
+        info["occ_path"] = occupancy_label_path(root, scene["name"], token, root)
         info["openlane_path"] = _openlane_path(root, scene["token"], sample["timestamp"])
         infos.append(info)
         prev_e2g, token, frame = ego2global, sample["next"], frame + 1
@@ -175,6 +176,129 @@ def _openlane_path(root: Path, scene_token: str, timestamp: int) -> str | None:
         if (root / rel).exists():
             return rel
     return None
+
+
+# -- Occ3D occupancy labels ---------------------------------------------------------------------------
+OCC3D_LABELS = "gts/{scene}/{token}/labels.npz"  # layout of an Occ3D-nuScenes release (docs/occupancy.md)
+OCC3D_ANNOTATIONS = "annotations.json"
+
+
+def occupancy_label_path(
+    occ_root: str | Path, scene_name: str, token: str, data_root: str | Path
+) -> str | None:
+    """The ``occ_path`` of one sample whose Occ3D labels lie under ``occ_root``
+    (``occ_root/gts/<scene name>/<sample token>/labels.npz``): relative to ``data_root`` (forward slashes)
+    when the file is inside it, else absolute; None when the file does not exist. The dataset and the
+    metrics join ``data_root / occ_path``, which leaves an absolute path as it is."""
+    path = Path(occ_root) / OCC3D_LABELS.format(scene=scene_name, token=token)
+    if not path.is_file():
+        return None
+    return _data_root_relative(path, Path(data_root))
+
+
+def _data_root_relative(path: Path, data_root: Path) -> str:
+    for resolve in (os.path.abspath, os.path.realpath):  # lexical first, then through symlinks
+        try:
+            return Path(resolve(path)).relative_to(resolve(data_root)).as_posix()
+        except ValueError:
+            continue
+    return Path(os.path.abspath(path)).as_posix()
+
+
+def load_occ3d_annotations(occ_root: str | Path) -> dict | None:
+    """``annotations.json`` of an Occ3D release folder (``train_split``, ``val_split``, ``scene_infos``:
+    {scene name: {sample token: frame entry}}), or None when the folder has none. InfoFileError when it
+    cannot be read or has no ``scene_infos`` mapping."""
+    import json
+
+    path = Path(occ_root) / OCC3D_ANNOTATIONS
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InfoFileError(f"{path} is not readable JSON ({type(err).__name__}: {err})") from err
+    scenes = data.get("scene_infos") if isinstance(data, dict) else None
+    if not isinstance(scenes, dict) or not all(isinstance(v, dict) for v in scenes.values()):
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise InfoFileError(
+            f"{path} has no 'scene_infos' mapping {{scene name: {{sample token: ...}}}} (top level: {keys})"
+        )
+    return data
+
+
+@dataclass
+class OccupancyAttachment:
+    """What :func:`attach_occupancy` found: ``with_labels`` of ``samples`` got an ``occ_path``.
+
+    With an ``annotations.json`` (``annotations`` True): ``listed`` samples are in its ``scene_infos``,
+    ``unlisted_with_labels`` have a labels file that it does not list, ``listed_without_labels`` are listed
+    but have no file, ``other_scene`` are listed under another scene than the info's. ``examples`` holds
+    one sample token per kind of mismatch."""
+
+    occ_root: str
+    samples: int = 0
+    with_labels: int = 0
+    annotations: bool = False
+    listed: int = 0
+    unlisted_with_labels: int = 0
+    listed_without_labels: int = 0
+    other_scene: int = 0
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"{self.with_labels}/{self.samples} samples with Occ3D labels from {self.occ_root}"
+        if not self.annotations:
+            return text + f" (no {OCC3D_ANNOTATIONS})"
+        text += f"; {OCC3D_ANNOTATIONS} lists {self.listed}"
+        for key in ("unlisted_with_labels", "listed_without_labels", "other_scene"):
+            if getattr(self, key):
+                text += f", {key.replace('_', ' ')} {getattr(self, key)} (e.g. {self.examples[key]})"
+        return text
+
+
+def attach_occupancy(
+    infos: list[dict],
+    occ_root: str | Path,
+    data_root: str | Path,
+    annotations: Mapping | None = None,
+    progress: bool = False,
+) -> OccupancyAttachment:
+    """Set every info's ``occ_path`` to its labels in the Occ3D release folder ``occ_root``
+    (:func:`occupancy_label_path`; None where the release has no file) and cross-check the sample and
+    scene tokens against ``annotations`` (default: ``occ_root/annotations.json`` when present). The infos
+    are changed in place; the returned report counts what was found."""
+    occ_root = Path(occ_root)
+    if not occ_root.is_dir():
+        raise InfoFileError(f"Occ3D root {occ_root} is not a directory")
+    if not (occ_root / "gts").is_dir():
+        raise InfoFileError(f"Occ3D root {occ_root} has no gts/ folder (gts/<scene name>/<sample token>/labels.npz)")
+    if annotations is None:
+        annotations = load_occ3d_annotations(occ_root)
+    report = OccupancyAttachment(str(occ_root), samples=len(infos), annotations=annotations is not None)
+    listed_scene = {}
+    if annotations is not None:
+        listed_scene = {tok: scene for scene, frames in annotations["scene_infos"].items() for tok in frames}
+    for info in tqdm(infos, desc="Occ3D labels", unit="sample", disable=not progress):
+        scene = info.get("scene_name", info["scene_token"])
+        info["occ_path"] = occupancy_label_path(occ_root, scene, info["token"], data_root)
+        has = info["occ_path"] is not None
+        report.with_labels += has
+        if annotations is None:
+            continue
+        kind = None
+        if info["token"] in listed_scene:
+            report.listed += 1
+            if listed_scene[info["token"]] != scene:
+                kind = "other_scene"
+            elif not has:
+                kind = "listed_without_labels"
+        elif has:
+            kind = "unlisted_with_labels"
+        if kind:
+            setattr(report, kind, getattr(report, kind) + 1)
+            report.examples.setdefault(kind, info["token"])
+    return report
 
 
 def _write_scene_shard(nusc, scene_token: str, shard_path: str, with_gt: bool, cameras: list[str]) -> str:
@@ -255,16 +379,29 @@ def split_scene_names(version: str) -> dict[str, list[str]]:
 
 
 def create_nuscenes_infos(
-    root: str, version: str, out_dir: str, workers: int = 4, progress: bool = True, nusc=None
+    root: str,
+    version: str,
+    out_dir: str,
+    workers: int = 4,
+    progress: bool = True,
+    nusc=None,
+    occ_root: str | None = None,
+    occupancy_reports: dict | None = None,
 ) -> dict[str, Path]:
     """Write ``nuscenes_infos_{split}.pkl`` for every split of ``version``; per-scene shards under
-    ``out_dir/shards/<version>/`` make the run resumable (finished scenes are skipped)."""
+    ``out_dir/shards/<version>/`` make the run resumable (finished scenes are skipped).
+
+    ``occ_root``: an Occ3D-nuScenes release folder whose labels the infos name (:func:`attach_occupancy`,
+    paths relative to ``root`` when inside it); without it, labels under ``root/gts/`` are used. Each
+    split's :class:`OccupancyAttachment` goes into ``occupancy_reports`` when a dict is given."""
     if nusc is None:
         from nuscenes.nuscenes import NuScenes
 
         nusc = NuScenes(version=version, dataroot=root, verbose=False)
     with_gt = version != "v1.0-test"
     cameras = rig_cameras(nusc)
+    # Read the release's annotations.json before the long shard build, so a bad one fails at once.
+    annotations = load_occ3d_annotations(occ_root) if occ_root is not None else None
     shard_dir = Path(out_dir) / "shards" / version
     shard_dir.mkdir(parents=True, exist_ok=True)
     by_name = {s["name"]: s for s in nusc.scene}
@@ -292,6 +429,10 @@ def create_nuscenes_infos(
         for path in paths:
             with open(path, "rb") as f:
                 infos += pickle.load(f)
+        if occ_root is not None:  # the shards keep the labels under root; a release folder replaces them
+            report = attach_occupancy(infos, occ_root, root, annotations, progress)
+            if occupancy_reports is not None:
+                occupancy_reports[split] = report
         written[split] = save_infos(
             infos, Path(out_dir) / f"nuscenes_infos_{split}.pkl", version, split, cameras=cameras
         )

@@ -352,6 +352,11 @@ class OccupancyMetric(BaseMetric):
         data_root: root that ``occ_path`` is relative to.
         use_camera_mask: mIoU over camera-visible voxels (the official setting) or over all voxels.
         ray_iou: also compute RayIoU (about 0.1 s per frame on one core).
+        format_only: write the challenge submission (``out_dir/<sample token>.npz`` and ``<out_dir>.zip``,
+            :func:`perception.evaluation.occupancy_submission.write_occupancy_submission`) for every sample
+            of ``ann_file`` instead of scoring; no GT is read (the test split has none).
+        out_dir: the submission folder (default ``work_dirs/occupancy_submission``; ``tools/test.py
+            --format-only`` puts it under the work dir).
     """
 
     default_prefix = "occupancy"
@@ -364,10 +369,13 @@ class OccupancyMetric(BaseMetric):
         ray_iou: bool = True,
         collect_device: str = "cpu",
         prefix: str | None = None,
+        format_only: bool = False,
+        out_dir: str | None = None,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.ann_file, self.data_root = ann_file, data_root
         self.use_camera_mask, self.ray_iou = use_camera_mask, ray_iou
+        self.format_only, self.out_dir = format_only, out_dir
         self._infos: dict[str, dict] | None = None
         self._origins: dict[str, np.ndarray] | None = None
 
@@ -387,6 +395,11 @@ class OccupancyMetric(BaseMetric):
             token = pred.get("sample_token") if isinstance(pred, dict) else None
             if token is None:
                 raise ValueError("occupancy prediction without 'sample_token'")
+            if self.format_only:  # kept compressed until compute_metrics writes the submission
+                from .occupancy_submission import PackedSemantics, semantics_of
+
+                self.results.append({"token": token, "semantics": PackedSemantics(semantics_of(pred, token))})
+                continue
             info = self._info(token)
             occ = pred.get("occupancy")
             if isinstance(occ, dict):
@@ -404,6 +417,8 @@ class OccupancyMetric(BaseMetric):
             self.results.append(result)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
+        if self.format_only:
+            return self._write_submission(results)
         miou = OccupancyMIoU(use_camera_mask=self.use_camera_mask)
         rays = OccupancyRayIoU()
         for r in results:
@@ -422,3 +437,18 @@ class OccupancyMetric(BaseMetric):
             + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "/" not in k)
         )
         return metrics
+
+    def _write_submission(self, results: list) -> dict:
+        from perception.data.infos import load_infos
+
+        from .occupancy_submission import write_occupancy_submission
+
+        _, infos = load_infos(self.ann_file)
+        out_dir = Path(self.out_dir or "work_dirs/occupancy_submission")
+        zip_path = out_dir.with_name(out_dir.name + ".zip")
+        predictions = {r["token"]: r["semantics"] for r in results}
+        write_occupancy_submission(predictions, [i["token"] for i in infos], out_dir, zip_path)
+        MMLogger.get_current_instance().info(
+            f"occupancy submission ({len(predictions)} samples) written to {out_dir} and {zip_path}"
+        )
+        return {}

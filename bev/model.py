@@ -38,7 +38,8 @@ class BEVFormerV2(BaseModel):
     """BEVFormer v2 spine with named task heads (see the module docstring).
 
     ``bev_grid`` (a dict of BEVGrid arguments or a grid) is handed to the encoder and to every head
-    built from a dict that does not set its own ``grid``."""
+    built from a dict that does not set its own ``grid``; such heads also get ``in_channels`` (the BEV's
+    channels) when they take it."""
 
     def __init__(self, backbone, neck, encoder, heads: Mapping[str, Any] | None = None, head=None,
                  perspective_head=None, hybrid_queries: int = 0, num_frames: int = 1,
@@ -47,7 +48,9 @@ class BEVFormerV2(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor)
         heads = _head_configs(heads, head, perspective_head, hybrid_queries)
         self.spine = BEVSpine(backbone, neck, encoder, num_frames, fusion_channels, bev_levels, bev_grid)
-        self.heads = nn.ModuleDict({name: build_component(cfg, grid=self.spine.grid) for name, cfg in heads.items()})
+        # Heads built from dicts get the spine's grid and BEV channels when they take them and leave them out.
+        self.heads = nn.ModuleDict({name: build_component(cfg, grid=self.spine.grid, in_channels=self.spine.embed_dims)
+                                    for name, cfg in heads.items()})
         self.ignore_targets = tuple(ignore_targets)
 
     # -- the spine's knobs, kept on the model for tools and tests --------------------------------

@@ -37,6 +37,9 @@ val_dataloader = dict(
     dataset=dict(type="BEVDataset", ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root,
                  pipeline=test_pipeline, num_frames=1, test_mode=True))
 test_dataloader = val_dataloader
-val_evaluator = dict(type="NuScenesDetectionMetric", ann_file=data_root + "nuscenes_infos_val.pkl",
-                     data_root=data_root, version=data_version, out_dir="work_dirs/nuscenes_eval")
+# The metrics a task config picks from (val_evaluator = [...] for several heads).
+detection_evaluator = dict(type="NuScenesDetectionMetric", ann_file=data_root + "nuscenes_infos_val.pkl",
+                           data_root=data_root, version=data_version, out_dir="work_dirs/nuscenes_eval")
+occupancy_evaluator = dict(type="OccupancyMetric", ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root)
+val_evaluator = detection_evaluator
 test_evaluator = val_evaluator

@@ -29,6 +29,8 @@ val_dataloader = dict(
     batch_size=2, num_workers=2, persistent_workers=False,
     dataset=dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, version=data_version,
-                     eval_set="mini_val")
+detection_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, version=data_version,
+                           eval_set="mini_val")
+occupancy_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root)
+val_evaluator = detection_evaluator
 test_evaluator = val_evaluator

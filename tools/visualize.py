@@ -5,6 +5,12 @@ panel with headings and velocity arrows.
       --index 0 --out work_dirs/vis/sample.png [--predictions results_nusc.json|preds.pkl] [--score-thr 0.3]
   python tools/visualize.py --infos ... --data-root ... --scene scene-0103 --out work_dirs/vis/scene.gif
   python tools/visualize.py ... --index 0 --open3d work_dirs/vis/points.png     (needs open3d)
+
+Occupancy (Occ3D labels, docs/occupancy.md "Occupancy pictures"): one GT | prediction BEV PNG per sample, and
+optionally a GIF per scene and a 3D render per sample (pyvista / open3d when installed, else Pillow):
+
+  python tools/visualize.py occupancy --data-root data/synthetic --infos data/synthetic/nuscenes_infos_val.pkl \
+      --out work_dirs/vis/occ [--predictions DIR_OF_<token>.npz] [--scene scene-0103] [--gif] [--3d]
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +88,111 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
     )
 
 
+class _UsageError(Exception):
+    """A one-line problem with the occupancy command's inputs (exit code 2)."""
+
+
+def _load_prediction(folder: Path, token: str, shape: tuple[int, ...]) -> np.ndarray:
+    from perception.evaluation.occupancy import check_semantics
+
+    path = folder / f"{token}.npz"
+    if not path.is_file():
+        raise _UsageError(f"no prediction for sample {token}: {path} does not exist")
+    with np.load(path) as data:
+        key = next((k for k in ("arr_0", "pred", "semantics") if k in data), None)
+        if key is None:
+            raise _UsageError(f"{path} holds {sorted(data)}; expected the key 'arr_0' or 'pred'")
+        try:
+            return check_semantics(data[key], token, shape=shape)
+        except ValueError as err:
+            raise _UsageError(f"{path}: {err}") from err
+
+
+def occupancy_main(argv: list[str]) -> int:
+    """``visualize.py occupancy ...``: Occ3D BEV pictures (GT | prediction), GIFs per scene, 3D renders."""
+    from perception.evaluation.occupancy import confusion_matrix, load_occ_gt, miou_from_confusion
+    from perception.visualization.occupancy import (
+        occupancy_scene_gif,
+        render_occupancy_3d,
+        render_occupancy_comparison,
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="visualize.py occupancy",
+        description="Occ3D occupancy pictures: GT | prediction BEV per sample, GIF per scene, 3D renders.",
+    )
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--infos", required=True)
+    parser.add_argument("--predictions", help="folder of <sample_token>.npz (key arr_0 or pred, uint8 (200, 200, 16))")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--scene", help="only this scene (name or token)")
+    parser.add_argument("--sample-token", help="only this sample")
+    parser.add_argument("--gif", action="store_true", help="also write <scene>.gif per scene")
+    parser.add_argument("--3d", dest="three_d", action="store_true", help="also write a 3D render per sample")
+    parser.add_argument("--backend", default="auto", choices=["auto", "pyvista", "open3d", "pillow"])
+    args = parser.parse_args(argv)
+    try:
+        if not Path(args.infos).is_file():
+            raise _UsageError(f"--infos {args.infos} does not exist")
+        root = Path(args.data_root)
+        if not root.is_dir():
+            raise _UsageError(f"--data-root {root} is not a folder")
+        pred_dir = Path(args.predictions) if args.predictions else None
+        if pred_dir is not None and not pred_dir.is_dir():
+            raise _UsageError(f"--predictions {pred_dir} is not a folder")
+        _, infos = load_infos(args.infos)
+        if args.scene:
+            infos = [i for i in infos if args.scene in (i.get("scene_name"), i.get("scene_token"))]
+            if not infos:
+                raise _UsageError(f"--scene {args.scene} is not in {args.infos}")
+        if args.sample_token:
+            infos = [i for i in infos if i["token"] == args.sample_token]
+            if not infos:
+                raise _UsageError(f"--sample-token {args.sample_token} is not in {args.infos} (or not in the scene)")
+        for info in infos:  # every input checked before the first picture
+            if not info.get("occ_path"):
+                raise _UsageError(f"sample {info['token']} has no occ_path in {args.infos}")
+            if not (root / info["occ_path"]).is_file():
+                raise _UsageError(f"sample {info['token']}: occupancy GT {root / info['occ_path']} does not exist")
+            if pred_dir is not None and not (pred_dir / f"{info['token']}.npz").is_file():
+                raise _UsageError(f"no prediction for sample {info['token']}: {pred_dir / (info['token'] + '.npz')} "
+                                  f"does not exist")
+        out = Path(args.out)
+        scenes: dict[str, list] = {}
+        for info in tqdm(infos, desc="samples"):
+            gt = load_occ_gt(root / info["occ_path"])
+            semantics, mask = gt["semantics"], gt.get("mask_camera")
+            pred = _load_prediction(pred_dir, info["token"], semantics.shape) if pred_dir is not None else None
+            iou = None
+            if pred is not None:
+                iou = miou_from_confusion(confusion_matrix(pred, semantics, mask))["mIoU"]
+                iou = f"mIoU {iou:.1f} (camera mask)"
+            scene = info.get("scene_name") or info.get("scene_token", "scene")
+            title = f"{scene}  frame {info.get('frame_index', '?')}  sample {info['token']}"
+            stem = f"{scene}_{int(info.get('frame_index', 0)):03d}_{info['token']}"
+            render_occupancy_comparison(semantics, pred, mask, title=title, iou=iou, path=out / f"{stem}.png")
+            if args.three_d:
+                render_occupancy_3d(semantics, out / f"{stem}_3d_gt.png", args.backend, title=f"GT  {title}")
+                if pred is not None:
+                    render_occupancy_3d(pred, out / f"{stem}_3d_pred.png", args.backend, title=f"prediction  {title}")
+            scenes.setdefault(scene, []).append(((semantics, pred, mask), title, iou))
+        if args.gif:
+            for scene, items in scenes.items():
+                occupancy_scene_gif(
+                    [f for f, _, _ in items], out / f"{scene}.gif", titles=[t for _, t, _ in items],
+                    ious=[i for _, _, i in items],
+                )
+    except _UsageError as err:
+        print(f"visualize.py occupancy: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(infos)} sample pictures{' and ' + str(len(scenes)) + ' GIFs' if args.gif else ''} to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "occupancy":
+        return occupancy_main(argv[1:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

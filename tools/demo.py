@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """The main job, end to end on the embedded synthetic world, on CPU:
 
-1. generate the synthetic nuScenes-format world (skipped when ``--out`` already holds it);
-2. evaluate the untrained tiny BEVFormer v2 with the nuScenes devkit (the baseline);
+1. generate the synthetic nuScenes-format world, with its Occ3D labels (skipped when ``--out``
+   already holds it);
+2. evaluate the untrained tiny model (the baseline): detection with the nuScenes devkit, occupancy
+   with the Occ3D camera-mask mIoU and RayIoU;
 3. train it through the mmengine Runner within the time budget;
-4. evaluate the trained model with the devkit (NDS, mAP);
-5. draw camera + BEV pictures of predictions next to GT;
-6. print the metrics, the picture paths, and one final line
-   ``RESULT NDS=<trained> mAP=<trained> untrained_NDS=<untrained>``.
+4. evaluate the trained model again;
+5. draw pictures of predictions next to GT (cameras + BEV for boxes, BEV occupancy side by side);
+6. print the metrics, the picture paths, and one final line, per ``--tasks``:
+   ``RESULT NDS=<trained> mAP=<trained> untrained_NDS=<untrained>`` (detection, the default),
+   ``RESULT mIoU=<trained> RayIoU=<trained> untrained_mIoU=<untrained>`` (occupancy), or all of
+   them for ``--tasks detection,occupancy`` (both heads on one spine).
 
-    python tools/demo.py --out work_dirs/demo --max-minutes 12
+    python tools/demo.py --out work_dirs/demo --max-minutes 12 [--tasks detection,occupancy]
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from _runner_common import DictAction, load_config, register_all
 import ops
 from perception.engine import TimeBudgetHook
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bev" / "bevformer_v2_tiny_synthetic.py"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TASK_CONFIGS = {
+    ("detection",): CONFIGS / "bev" / "bevformer_v2_tiny_synthetic.py",
+    ("occupancy",): CONFIGS / "occupancy" / "occupancy_tiny_synthetic.py",
+    ("detection", "occupancy"): CONFIGS / "multitask" / "detection_occupancy_tiny_synthetic.py",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,14 +41,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder (world, checkpoints, pictures, logs)")
     parser.add_argument("--max-minutes", type=float, default=12.0,
                         help="wall-clock budget for the whole demo; training gets what the other steps leave")
-    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--tasks", default="detection",
+                        help="comma-separated heads on one spine: detection, occupancy or detection,occupancy")
+    parser.add_argument("--config", default=None, help="a config of your own (default: the tiny one of --tasks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--samples-per-scene", type=int, default=20)
     parser.add_argument("--pictures", type=int, default=3, help="number of val samples to draw")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction,
                         help="override config entries, e.g. model.hybrid_queries=30")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.tasks = tuple(sorted({t.strip() for t in args.tasks.split(",") if t.strip()}))
+    if args.tasks not in TASK_CONFIGS:
+        parser.error(f"--tasks must be one of {', '.join(','.join(t) for t in TASK_CONFIGS)}, got {args.tasks}")
+    args.config = args.config or str(TASK_CONFIGS[args.tasks])
+    return args
 
 
 def ensure_world(root: Path, args: argparse.Namespace) -> None:
@@ -63,9 +79,11 @@ def build_runner(args: argparse.Namespace, world: Path, work_dir: Path):
         cfg[loader].dataset.data_root = str(world)
         cfg[loader].dataset.ann_file = str(world / f"nuscenes_infos_{split}.pkl")
     for evaluator in ("val_evaluator", "test_evaluator"):
-        cfg[evaluator].data_root = str(world)
-        cfg[evaluator].ann_file = str(world / "nuscenes_infos_val.pkl")
-        cfg[evaluator].out_dir = str(work_dir / "nuscenes_eval")
+        for metric in cfg[evaluator] if isinstance(cfg[evaluator], list) else [cfg[evaluator]]:
+            metric.data_root = str(world)
+            metric.ann_file = str(world / "nuscenes_infos_val.pkl")
+            if metric.type == "NuScenesDetectionMetric":
+                metric.out_dir = str(work_dir / "nuscenes_eval")
     return Runner.from_cfg(cfg)
 
 
@@ -80,14 +98,14 @@ def training_minutes(max_minutes: float, elapsed_s: float, evaluation_s: float) 
     return max(0.5, max_minutes - (elapsed_s + reserve_s) / 60)
 
 
-def draw_pictures(runner, out_dir: Path, count: int, score_threshold: float = 0.25) -> list[Path]:
-    """Camera + BEV pictures of predictions (magenta) next to GT (green) for ``count`` val samples."""
+def draw_pictures(runner, out_dir: Path, count: int, tasks: tuple[str, ...], score_threshold: float = 0.25
+                  ) -> list[Path]:
+    """Pictures of ``count`` val samples: cameras + BEV with predicted boxes (magenta) next to GT (green),
+    and the BEV occupancy of GT and prediction side by side (outside the camera mask dimmed)."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    from perception.data.nuscenes_dataset import bev_collate
-    from perception.visualization.sample import render_sample
+    from perception.data import bev_collate
 
     model, dataset = runner.model, runner.val_dataloader.dataset
     model.eval()
@@ -96,19 +114,56 @@ def draw_pictures(runner, out_dir: Path, count: int, score_threshold: float = 0.
         sample = dataset[int(idx)]
         batch = model.data_preprocessor(bev_collate([sample]), False)
         with torch.no_grad():
-            pred = model(**batch, mode="predict")[0]["detection"]
+            pred = model(**batch, mode="predict")[0]
         info = dataset.infos[dataset.indices[int(idx)]]
-        cameras = list(info["cams"])  # the rig's order (checked when the infos load)
-        images = [Image.open(dataset.data_root / info["cams"][c]["data_path"]) for c in cameras]
-        ego2img = np.stack([info["cams"][c]["ego2img"] for c in cameras])
-        picture = render_sample(images, ego2img, gt_boxes=sample["gt_boxes"].numpy(),
-                                gt_labels=sample["gt_labels"].numpy(), pred_boxes=pred["boxes"].cpu().numpy(),
-                                pred_labels=pred["labels"].cpu().numpy(), pred_scores=pred["scores"].cpu().numpy(),
-                                score_threshold=score_threshold, bev_range=32.0, camera_names=cameras,
-                                title=f"{info['scene_name']} frame {info['frame_index']}: predictions with score "
-                                      f">= {score_threshold} vs ground truth")
-        paths.append(picture.save(out_dir / f"{info['scene_name']}_{info['frame_index']:02d}.png"))
+        name = f"{info['scene_name']}_{info['frame_index']:02d}"
+        if "detection" in tasks:
+            picture = _boxes_picture(dataset, info, sample, pred["detection"], score_threshold)
+            paths.append(picture.save(out_dir / f"{name}.png"))
+        if "occupancy" in tasks:
+            paths.append(_occupancy_picture(info, sample, pred["occupancy"], out_dir / f"{name}_occupancy.png"))
     return paths
+
+
+def _boxes_picture(dataset, info: dict, sample: dict, pred: dict, score_threshold: float):
+    import numpy as np
+    from PIL import Image
+
+    from perception.visualization.sample import render_sample
+
+    cameras = list(info["cams"])  # the rig's order (checked when the infos load)
+    images = [Image.open(dataset.data_root / info["cams"][c]["data_path"]) for c in cameras]
+    ego2img = np.stack([info["cams"][c]["ego2img"] for c in cameras])
+    return render_sample(images, ego2img, gt_boxes=sample["gt_boxes"].numpy(), gt_labels=sample["gt_labels"].numpy(),
+                         pred_boxes=pred["boxes"].cpu().numpy(), pred_labels=pred["labels"].cpu().numpy(),
+                         pred_scores=pred["scores"].cpu().numpy(), score_threshold=score_threshold, bev_range=32.0,
+                         camera_names=cameras,
+                         title=f"{info['scene_name']} frame {info['frame_index']}: predictions with score "
+                               f">= {score_threshold} vs ground truth")
+
+
+def _occupancy_picture(info: dict, sample: dict, pred: dict, path: Path) -> Path:
+    from perception.evaluation.occupancy import confusion_matrix, miou_from_confusion
+    from perception.visualization.occupancy import render_occupancy_comparison
+
+    gt, mask = sample["occ_semantics"].numpy(), sample["occ_mask_camera"].numpy()
+    semantics = pred["semantics"].numpy()
+    miou = miou_from_confusion(confusion_matrix(semantics, gt, mask))["mIoU"]
+    render_occupancy_comparison(gt, semantics, mask, title=f"{info['scene_name']} frame {info['frame_index']}",
+                                iou=miou, path=path)
+    return path
+
+
+def result_line(tasks: tuple[str, ...], trained: dict, untrained: dict) -> str:
+    """The final line: trained metrics of every task, then the untrained baselines."""
+    parts, baselines = [], []
+    if "detection" in tasks:
+        parts += [f"NDS={trained['nuscenes/NDS']:.4f}", f"mAP={trained['nuscenes/mAP']:.4f}"]
+        baselines.append(f"untrained_NDS={untrained['nuscenes/NDS']:.4f}")
+    if "occupancy" in tasks:
+        parts += [f"mIoU={trained['occupancy/mIoU']:.2f}", f"RayIoU={trained['occupancy/RayIoU']:.2f}"]
+        baselines.append(f"untrained_mIoU={untrained['occupancy/mIoU']:.2f}")
+    return "RESULT " + " ".join(parts + baselines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,15 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     runner.train()
     print("[demo] evaluating the trained model")
     trained = runner.val()
-    pictures = draw_pictures(runner, out / "pictures", args.pictures)
-    for key in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"):
-        print(f"[demo] {key:5s} untrained {untrained.get(f'nuscenes/{key}', float('nan')):.4f} "
-              f"trained {trained.get(f'nuscenes/{key}', float('nan')):.4f}")
+    pictures = draw_pictures(runner, out / "pictures", args.pictures, args.tasks)
+    if "detection" in args.tasks:
+        for key in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"):
+            print(f"[demo] {key:5s} untrained {untrained.get(f'nuscenes/{key}', float('nan')):.4f} "
+                  f"trained {trained.get(f'nuscenes/{key}', float('nan')):.4f}")
+    if "occupancy" in args.tasks:
+        for key in ("mIoU", "RayIoU", "RayIoU@1", "RayIoU@2", "RayIoU@4"):
+            print(f"[demo] {key:8s} untrained {untrained.get(f'occupancy/{key}', float('nan')):6.2f} "
+                  f"trained {trained.get(f'occupancy/{key}', float('nan')):6.2f}")
     for path in pictures:
         print(f"[demo] picture: {path}")
     print(f"[demo] total time {(time.monotonic() - start) / 60:.1f} min")
-    print(f"RESULT NDS={trained['nuscenes/NDS']:.4f} mAP={trained['nuscenes/mAP']:.4f} "
-          f"untrained_NDS={untrained['nuscenes/NDS']:.4f}")
+    print(result_line(args.tasks, trained, untrained))
     return 0
 
 

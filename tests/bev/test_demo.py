@@ -33,3 +33,22 @@ def test_training_budget_reserves_twice_the_measured_evaluation():
     assert demo.training_minutes(12.0, 60.0, 10.0) == pytest.approx(12.0 - 140.0 / 60.0)
     # A budget already spent still trains for the 30 s floor.
     assert demo.training_minutes(0.5, 45.0, 5.0) == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tasks", ["occupancy", "detection,occupancy"])
+def test_demo_trains_occupancy_alone_and_with_detection_on_one_spine(tmp_path, capsys, tasks):
+    demo = load_tool("demo")
+    assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.5", "--scenes", "2", "--samples-per-scene", "4",
+                      "--pictures", "1", "--tasks", tasks]) == 0
+    out = capsys.readouterr().out
+    pattern = r"^RESULT mIoU=(\S+) RayIoU=(\S+) untrained_mIoU=(\S+)$" if tasks == "occupancy" else (
+        r"^RESULT NDS=(\S+) mAP=(\S+) mIoU=(\S+) RayIoU=(\S+) untrained_NDS=(\S+) untrained_mIoU=(\S+)$")
+    result = re.search(pattern, out, re.MULTILINE)
+    assert result, out[-2000:]
+    values = [float(v) for v in result.groups()]
+    assert all(0.0 <= v <= 100.0 for v in values)
+    pictures = sorted((tmp_path / "pictures").glob("*_occupancy.png"))
+    assert len(pictures) == 1 and pictures[0].stat().st_size > 5_000
+    if tasks != "occupancy":
+        assert len(sorted((tmp_path / "pictures").glob("*.png"))) == 2

@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Training-step time, peak memory and inference throughput of a BEV detector config.
+"""Training-step time, peak memory and inference throughput of a BEV model config (any heads).
 
 Inputs are random images with a nominal nuScenes camera rig (6 cameras, intrinsics scaled to the
-chosen resolution) and a few random GT boxes, so the numbers measure the model, not data loading.
+chosen resolution, padded to a multiple of 32) and random targets for the heads (a few GT boxes,
+Occ3D-sized voxel labels), so the numbers measure the model, not data loading.
 
     python tools/benchmark_model.py configs/bev/bevformer_v2_internimage_b_nus.py \
         --resolution 640x1600 --amp bfloat16 --with-cp
+    python tools/benchmark_model.py configs/occupancy/bevformer_occ_internimage_s_occ3d.py \
+        --resolution 900x1600 --amp bfloat16 --with-cp
     python tools/benchmark_model.py configs/bev/bevformer_v2_tiny_synthetic.py --device cpu --iters 2
 """
 
@@ -31,24 +34,37 @@ def nominal_ego2img(height: int, width: int) -> torch.Tensor:
     return torch.tensor(np.stack(mats), dtype=torch.float32)
 
 
-def synthetic_batch(batch: int, frames: int, height: int, width: int, device: torch.device) -> dict:
+def synthetic_batch(batch: int, frames: int, height: int, width: int, device: torch.device, model=None) -> dict:
+    """Random images on the nominal rig, plus random targets of every kind the model's heads read
+    (3D boxes; Occ3D-style voxel labels and masks on the occupancy head's grid)."""
     gen = torch.Generator().manual_seed(0)
     ego2img = nominal_ego2img(height, width).expand(batch, frames, -1, -1, -1).clone()
     prev2curr = torch.eye(4).repeat(batch, frames, 1, 1)
     prev2curr[:, :, 0, 3] = -0.5 * torch.arange(frames - 1, -1, -1, dtype=torch.float32)  # 0.5 m per frame
-    boxes = []
-    for _ in range(batch):
-        b = torch.rand(30, 9, generator=gen)
-        b[:, :2] = b[:, :2] * 80 - 40
-        b[:, 2] = b[:, 2] * 2 - 1
-        b[:, 3:6] = b[:, 3:6] * 3 + 0.5
-        b[:, 6] = b[:, 6] * 2 * math.pi - math.pi
-        boxes.append(b)
     data = dict(img=torch.randn(batch, frames, 6, 3, height, width, generator=gen),
                 cams=dict(ego2img=ego2img), ego=dict(prev2curr=prev2curr,
-                                                     history_valid=torch.ones(batch, frames, dtype=torch.bool)),
-                gt_boxes=boxes, gt_labels=[torch.randint(0, 10, (30,), generator=gen) for _ in range(batch)])
+                                                     history_valid=torch.ones(batch, frames, dtype=torch.bool)))
+    heads = getattr(model, "heads", {}) if model is not None else {}
+    wanted = {key for head in heads.values() for key in (*head.required_targets, *head.optional_targets)}
+    if not heads or "gt_boxes" in wanted:
+        data.update(gt_boxes=[_random_boxes(gen) for _ in range(batch)],
+                    gt_labels=[torch.randint(0, 10, (30,), generator=gen) for _ in range(batch)])
+    grids = [head.voxel_grid for head in heads.values() if hasattr(head, "voxel_grid")]
+    if grids and "occ_semantics" in wanted:
+        shape = (batch, *grids[0].voxel_shape)
+        data.update(occ_semantics=torch.randint(0, 18, shape, generator=gen, dtype=torch.uint8),
+                    occ_mask_camera=torch.rand(shape, generator=gen) < 0.1,
+                    occ_mask_lidar=torch.rand(shape, generator=gen) < 0.15)
     return _to(data, device)
+
+
+def _random_boxes(gen: torch.Generator) -> torch.Tensor:
+    b = torch.rand(30, 9, generator=gen)
+    b[:, :2] = b[:, :2] * 80 - 40
+    b[:, 2] = b[:, 2] * 2 - 1
+    b[:, 3:6] = b[:, 3:6] * 3 + 0.5
+    b[:, 6] = b[:, 6] * 2 * math.pi - math.pi
+    return b
 
 
 def _to(data, device):
@@ -92,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="after timing, profile this many training steps and print where their time goes")
     args = parser.parse_args(argv)
-    height, width = (int(v) for v in args.resolution.lower().split("x"))
+    height, width = (-(-int(v) // 32) * 32 for v in args.resolution.lower().split("x"))  # padded as the pipeline pads
     device = torch.device(args.device)
     model, frames = build_model(args.config, args.cfg_options, args.with_cp, args.frames)
     model.to(device)
-    data = synthetic_batch(args.batch, frames, height, width, device)
+    data = synthetic_batch(args.batch, frames, height, width, device, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = args.amp != "none"
     dtype = getattr(torch, args.amp) if amp else torch.float32
@@ -116,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     params = sum(p.numel() for p in model.parameters())
     print(f"config {args.config} | {params / 1e6:.1f} M parameters | {args.batch} x {frames} frames x 6 cameras "
-          f"at {height}x{width} | amp {args.amp} | with_cp {args.with_cp} | device {device}")
+          f"at {height}x{width} (padded) | amp {args.amp} | with_cp {args.with_cp} | device {device}")
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -35,3 +35,12 @@ def test_benchmark_prints_step_memory_and_throughput(capsys):
     # The BEV encoder's deformable attention and the backbone's DCNv3 both show in the profile.
     assert "profile: wall" in out
     assert "    deformable attention " in out and "    dcnv3 backward " in out, out
+
+
+def test_benchmark_feeds_the_occupancy_head_its_voxel_targets(capsys):
+    tool = load_tool("benchmark_model")
+    config = ROOT / "configs" / "occupancy" / "occupancy_tiny_synthetic.py"
+    assert tool.main([str(config), "--device", "cpu", "--resolution", "90x160", "--iters", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "at 96x160 (padded)" in out, out
+    assert re.search(r"training step: [\d.]+ ms median", out), out

@@ -260,3 +260,36 @@ def test_missing_occupancy_and_lane_labels_name_the_sample(synthetic_world):
         LoadOccupancy()(results)
     with pytest.raises(LaneLoadError, match=f"sample {ds.infos[0]['token']} has no lane"):
         LoadLanes()(results)
+
+
+def _occupancy_results(semantics):
+    return dict(frames=[], bev_aug=np.eye(4), occ_semantics=semantics.copy(),
+                occ_mask_camera=semantics != 17, occ_mask_lidar=np.ones_like(semantics, dtype=bool))
+
+
+def test_occupancy_follows_a_quarter_turn_exactly():
+    # A 90-degree turn maps the Occ3D voxel centres (symmetric about the ego origin in x and y) onto
+    # voxel centres: new (x, y) = (-y, x), i.e. new[i, j] = old[j, 199 - i], which is np.rot90.
+    from perception.data.transforms_bev import apply_bev_transform
+    from perception.structures.boxes import bev_aug_matrix
+
+    rng = np.random.default_rng(0)
+    semantics = rng.integers(0, 18, (200, 200, 16)).astype(np.uint8)
+    out = apply_bev_transform(_occupancy_results(semantics), bev_aug_matrix(rotation=np.pi / 2))
+    assert np.array_equal(out["occ_semantics"], np.rot90(semantics, k=1, axes=(0, 1)))
+    assert np.array_equal(out["occ_mask_camera"], np.rot90(semantics != 17, k=1, axes=(0, 1)))
+
+
+def test_occupancy_follows_a_scale_about_the_ego():
+    # One car voxel, index (110, 105, 7): x in [4.0, 4.4), y in [2.0, 2.4), z in [1.8, 2.2) m. Scaled
+    # by 1.37 about the ego it covers x in [5.48, 6.03), y in [2.74, 3.29), z in [2.47, 3.01). With
+    # nearest-neighbour resampling a voxel is car when its centre lies there: the only such centre is
+    # (5.8, 3.0, 2.8), voxel (114, 107, 9) (x centres are -39.8 + 0.4 i, z centres -0.8 + 0.4 k).
+    from perception.data.transforms_bev import apply_bev_transform
+    from perception.structures.boxes import bev_aug_matrix
+
+    semantics = np.full((200, 200, 16), 17, np.uint8)
+    semantics[110, 105, 7] = 4
+    out = apply_bev_transform(_occupancy_results(semantics), bev_aug_matrix(scale=1.37))
+    cars = {tuple(int(v) for v in i) for i in np.argwhere(out["occ_semantics"] == 4)}
+    assert cars == {(114, 107, 9)}

@@ -41,6 +41,8 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor", parent=MM
 PARAM_SCHEDULERS = Registry("parameter scheduler", parent=MMENGINE_PARAM_SCHEDULERS, scope=_SCOPE)
 VISUALIZERS = Registry("visualizer", parent=MMENGINE_VISUALIZERS, scope=_SCOPE)
 VISBACKENDS = Registry("vis_backend", parent=MMENGINE_VISBACKENDS, scope=_SCOPE)
+# Kinds of ground truth a BEV dataset can load (perception/data/labels/); mmengine has no such root.
+LABEL_TYPES = Registry("label type", scope=_SCOPE)
 
 _registered_lower = False
 

@@ -28,9 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from mmengine.registry import Registry
 
-LABEL_TYPES = Registry("label type", scope="perception")
+from perception.engine.registry import LABEL_TYPES  # the project's one registry tree
 
 
 class LabelLoadError(RuntimeError):

@@ -143,3 +143,21 @@ def test_video_mode_reuses_cached_frames_and_matches_the_full_computation():
             torch.testing.assert_close(_layers(out)[-1][0], _layers(expected[i])[-1][0], rtol=1e-5, atol=1e-5)
     assert full_calls == 3 * 3  # 3 frames of backbone per step without the cache
     assert len(calls) == frames  # each of the 5 frames once with it
+
+
+def test_losses_match_the_values_recorded_from_the_pre_spine_detector():
+    # Recorded at commit 869f1c3 (before the spine and the DETR toolkit) with this model, these inputs
+    # and these boxes; the rebuilt model must give the same losses (there they were bitwise equal).
+    recorded = {"d0.loss_cls": 2.471712827682495, "d0.loss_bbox": 5.747162342071533, "loss_cls": 2.379279851913452,
+                "loss_bbox": 6.1148576736450195, "loss_cls_persp": 1.166816234588623,
+                "loss_reg_persp": 8.535394668579102, "loss_ctr_persp": 0.7243760228157043}
+    model = tiny_model(num_frames=1, hybrid_queries=0, group_detr=1).train()
+    img, cams, ego = _inputs(2, 1)
+    boxes = [torch.tensor([[5., 2., 0., 2., 4., 1.5, 0.3, 1., 0.], [-6., -3., 0.5, 1., 1., 1.8, -1., 0., 0.5]]),
+             torch.tensor([[8., -4., 0., 2., 4.5, 1.6, 1.2, 0., 0.]])]
+    labels = [torch.tensor([0, 8]), torch.tensor([0])]
+    torch.manual_seed(1)
+    losses = model(img, cams, ego, mode="loss", gt_boxes=boxes, gt_labels=labels)
+    assert {k.removeprefix("detection.") for k in losses} == set(recorded)
+    for key, value in recorded.items():
+        assert float(losses[f"detection.{key}"]) == pytest.approx(value, rel=1e-5), key

@@ -46,16 +46,13 @@ def project_to_cameras(points: Tensor, ego2img: Tensor, image_size: tuple[int, i
     shape = points.shape[:-1]
     uv, depth = project_points(ego2img.float(), points.reshape(-1, 3).float(), eps=_EPS)
     height, width = image_size
-    visible = (depth > _EPS) & torch.isfinite(uv).all(-1)
+    b, n = ego2img.shape[:2]
+    visible = (depth > _EPS) & torch.isfinite(uv).all(-1)  # uv, depth: (B, Ncam, P, ...)
     if valid_region is not None:
-        region = valid_region.float().flatten(0, 1)[:, None]  # (B·Ncam, 1, 4)
-        b, n = ego2img.shape[:2]
-        flat_uv = uv.reshape(b * n, -1, 2)
-        inside = (flat_uv > region[..., :2]).all(-1) & (flat_uv < region[..., 2:]).all(-1)
-        visible = visible & inside.reshape(visible.shape)
+        region = valid_region.float()[:, :, None]  # (B, Ncam, 1, 4)
+        visible = visible & (uv > region[..., :2]).all(-1) & (uv < region[..., 2:]).all(-1)
     uv = uv / uv.new_tensor([width, height])
     visible = visible & (uv > 0).all(-1) & (uv < 1).all(-1)
-    b, n = ego2img.shape[:2]
     return uv.reshape(b, n, *shape, 2), visible.reshape(b, n, *shape)
 
 

@@ -4,6 +4,7 @@
 _base_ = ["../bev/bevformer_v2_tiny_synthetic.py", "../occupancy/_base_/tiny_occupancy_head.py"]
 
 model = dict(
+    bev_grid={{_base_.tiny_occupancy_bev_grid}},  # the Occ3D range, so both heads see every voxel
     head=None, perspective_head=None, hybrid_queries=0,
     heads=dict(detection=dict(type="Detection3DHead", decoder={{_base_.model.head}},
                               perspective={{_base_.model.perspective_head}},

@@ -205,6 +205,74 @@ def test_logits_are_laid_out_as_the_labels_x_y_z():
     assert bool((logits[:, 0] == 0).all())
 
 
+def _identity_head(grid: BEVGrid, **kwargs) -> OccupancyHead:
+    """A hand-wired head: channel z of the (feature-grid) BEV becomes height z and class 1's logit."""
+    nz = grid.voxel_shape[2]
+    head = OccupancyHead(nz, voxel_grid=grid, num_2d_convs=0, height_channels=1, classifier_channels=None, **kwargs)
+    with torch.no_grad():
+        head.bev_convs[-1].weight.copy_(torch.eye(nz)[:, :, None, None])
+        head.bev_convs[-1].bias.zero_()
+        head.classifier.weight.zero_()
+        head.classifier.bias.zero_()
+        head.classifier.weight[1] = 1.0
+    return head.double()
+
+
+def test_a_coarser_feature_grid_upsamples_logits_to_the_voxel_centres():
+    """On a 2 m feature grid over an 8 x 8 m range the head's class-1 logit is a linear function of metric
+    position at the feature cells; upsampled onto the 0.5 m voxel grid it must be that function at each
+    voxel centre, clamped to the outermost feature centres (bilinear interpolation reproduces linear
+    functions; beyond the last centres it holds the edge value)."""
+    grid = BEVGrid((-4.0, 4.0), (-2.0, 6.0), (0.0, 1.0), 0.5, z_resolution=0.5)  # 16 x 16 x 2 voxels
+    head = _identity_head(grid, feature_resolution=2.0)
+    assert head.feature_grid.shape == (4, 4) and head.feature_grid.voxel_shape[2] == 2
+    fx = grid.x_range[0] + (np.arange(4) + 0.5) * 2.0
+    fy = grid.y_range[0] + (np.arange(4) + 0.5) * 2.0
+    x, y = np.meshgrid(fx, fy, indexing="ij")
+    bev = torch.from_numpy(np.stack([2 * x - 3 * y + 1, 0.5 * x + y]))[None]  # heights 0 and 1
+    spine = SpineOutput(bev=bev, features=[], ego2img=torch.eye(4).expand(1, 6, 4, 4), image_size=(8, 8),
+                        valid_region=None, grid=head.feature_grid)
+    logits = head(spine)
+    assert logits.shape == (1, 18, 16, 16, 2)
+    vx = grid.x_range[0] + (np.arange(16) + 0.5) * 0.5
+    vy = grid.y_range[0] + (np.arange(16) + 0.5) * 0.5
+    cx, cy = (np.clip(v, lo + 1.0, hi - 1.0) for v, (lo, hi) in ((vx, grid.x_range), (vy, grid.y_range)))
+    cx, cy = np.meshgrid(cx, cy, indexing="ij")
+    expected = np.stack([2 * cx - 3 * cy + 1, 0.5 * cx + cy], -1)
+    np.testing.assert_allclose(logits[0, 1].detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="does not divide"):
+        OccupancyHead(2, voxel_grid=grid, feature_resolution=3.0)
+
+
+def test_loss_max_voxels_draws_that_many_counted_voxels():
+    """The losses on a random subset of the counted voxels: exactly ``loss_max_voxels`` voxels, all inside
+    the mask, get a gradient; when every counted voxel has the same logits and label the subset's losses
+    equal the full ones; a limit above the count changes nothing."""
+    grid = BEVGrid((-4.0, 4.0), (-4.0, 4.0), (0.0, 2.0), 1.0)  # 8 x 8 x 2
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 18, 8, 8, 2, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 18, (2, 8, 8, 2), generator=g)
+    mask = torch.rand(2, 8, 8, 2, generator=g) < 0.5
+    targets = BatchTargets(dict(occ_semantics=labels, occ_mask_camera=mask), 2)
+    full = OccupancyHead(4, voxel_grid=grid).loss(logits, targets)
+    above = OccupancyHead(4, voxel_grid=grid, loss_max_voxels=int(mask.sum())).loss(logits, targets)
+    assert all(torch.equal(full[k], above[k]) for k in full)
+
+    leaf = logits.clone().requires_grad_(True)
+    sum(OccupancyHead(4, voxel_grid=grid, loss_max_voxels=10).loss(leaf, targets).values()).backward()
+    touched = leaf.grad.abs().sum(1) > 0
+    assert int(touched.sum()) == 10 and not bool((touched & ~mask).any())
+
+    same_logits = torch.randn(18, generator=g, dtype=torch.float64)[None, :, None, None, None].expand(2, 18, 8, 8, 2)
+    same = BatchTargets(dict(occ_semantics=torch.full_like(labels, 3), occ_mask_camera=mask), 2)
+    full = OccupancyHead(4, voxel_grid=grid).loss(same_logits, same)
+    part = OccupancyHead(4, voxel_grid=grid, loss_max_voxels=7).loss(same_logits, same)
+    for key in full:
+        torch.testing.assert_close(part[key], full[key])
+    with pytest.raises(ValueError, match="loss_max_voxels"):
+        OccupancyHead(4, voxel_grid=grid, loss_max_voxels=0)
+
+
 # -- on the tiny spine ------------------------------------------------------------------------------
 def tiny_occupancy_model(**head_kwargs) -> BEVFormerV2:
     torch.manual_seed(0)

@@ -12,4 +12,6 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$
 "${pip[@]}" "torch==2.13.0" "setuptools>=77.0.3,<81" wheel
 "${pip[@]}" -e "$root[dev]"
 "${pip[@]}" --no-deps "nuscenes-devkit==1.2.0"
+# openlanev2 is only the OLS test oracle; its pins (numpy<1.24, scipy==1.8, ortools==9.2) fail on 3.11.
+"${pip[@]}" --no-deps "openlanev2==2.1.0" "similaritymeasures==1.5.0" "iso3166==2.1.1"
 "$venv/bin/python" -c "import torch, ops, nuscenes; print('installed: torch', torch.__version__, '| venv', '$venv')"

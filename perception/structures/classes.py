@@ -39,6 +39,28 @@ OCC3D_CLASSES: tuple[str, ...] = (
 )
 OCC_FREE = 17
 
+# The 13 OpenLane-V2 traffic-element attributes; index = ``attribute`` value (docs/lanes.md).
+TRAFFIC_ELEMENT_ATTRIBUTES: tuple[str, ...] = (
+    "unknown",
+    "red",
+    "green",
+    "yellow",
+    "go_straight",
+    "turn_left",
+    "turn_right",
+    "no_left_turn",
+    "no_right_turn",
+    "u_turn",
+    "no_u_turn",
+    "slight_left",
+    "slight_right",
+)
+# The attribute a horizontally mirrored image shows: left and right swap, the others stay.
+MIRRORED_TRAFFIC_ELEMENT_ATTRIBUTE: tuple[int, ...] = tuple(
+    TRAFFIC_ELEMENT_ATTRIBUTES.index(name.replace("left", "#").replace("right", "left").replace("#", "right"))
+    for name in TRAFFIC_ELEMENT_ATTRIBUTES
+)
+
 DETECTION_CLASS_TO_OCC: dict[str, int] = {name: OCC3D_CLASSES.index(name) for name in DETECTION_CLASSES}
 
 # nuScenes general categories -> detection classes (the devkit's eval mapping; others are ignored).

@@ -4,13 +4,16 @@
                                         [--image-size 320 180] [--workers 2]
   python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-trainval --out data/nuscenes
                                        [--workers 4] [--occ-root DIR]
+  python tools/create_data.py openlane_v2 --root data/openlane_v2 --subset A|B [--splits train val] [--out DIR]
 
 ``synthetic`` writes a nuScenes-format world (v1.0-mini tables, images, LiDAR, Occ3D and OpenLane-V2
 labels) and then its info files; ``nuscenes`` writes ``nuscenes_infos_{split}.pkl`` for a real (or
 synthetic) nuScenes root, resumable through per-scene shards. ``--occ-root DIR`` takes the Occ3D labels
 from an Occ3D-nuScenes release folder (``DIR/gts/<scene name>/<sample token>/labels.npz``, cross-checked
 against ``DIR/annotations.json`` when present; docs/occupancy.md); without it, labels under ``--root/gts/``
-are used.
+are used. ``openlane_v2`` writes ``openlane_v2_infos_subset_{A,B}_{split}.pkl`` (our info format, paths
+relative to ``--root``, default output folder ``--root``) from ``--root/data_dict_subset_{A,B}_{split}.pkl``
+or, without it, from the frame jsons ``--root/{split}/*/info/*.json`` (docs/data.md, "OpenLane-V2").
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from perception.data.infos import InfoFileError, create_nuscenes_infos
+from perception.data.openlane_v2 import create_openlane_v2_infos
 from perception.data.synthetic import VERSION, WorldConfig, generate_world
 
 
@@ -43,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     nus.add_argument("--workers", type=int, default=4)
     nus.add_argument("--occ-root", default=None, metavar="DIR",
                      help="Occ3D-nuScenes release folder holding gts/<scene>/<token>/labels.npz (and annotations.json)")
+    olv = sub.add_parser("openlane_v2", help="build info files for an OpenLane-V2 root (subset A or B)")
+    olv.add_argument("--root", required=True, help="folder holding {split}/ and data_dict_subset_{A,B}_{split}.pkl")
+    olv.add_argument("--subset", required=True, choices=["A", "B"])
+    olv.add_argument("--splits", nargs="+", default=["train", "val"])
+    olv.add_argument("--out", default=None, help="output folder (default: --root)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.command == "synthetic":
@@ -56,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         generate_world(config)
         written = create_nuscenes_infos(args.out, VERSION, args.out, workers=1)
+    elif args.command == "openlane_v2":
+        if not Path(args.root).is_dir():
+            parser.error(f"--root {args.root} is not a directory")
+        out_dir = Path(args.out if args.out is not None else args.root)
+        written = {}
+        for split in args.splits:
+            out = out_dir / f"openlane_v2_infos_subset_{args.subset}_{split}.pkl"
+            try:
+                written[split] = create_openlane_v2_infos(args.root, args.subset, split, out)
+            except InfoFileError as err:
+                return _fail(str(err))
     else:
         if not (Path(args.root) / args.version).is_dir():
             parser.error(f"--root {args.root} has no {args.version}/ table folder")

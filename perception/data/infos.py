@@ -22,7 +22,14 @@ Each ``info`` (numpy float64 arrays; every box in the key frame's ego frame, our
     gt_boxes (N,9), gt_names (N,) detection class or "ignore", gt_labels (N,) (-1 for ignore), gt_attributes,
     num_lidar_pts, num_radar_pts, valid_flag (lidar + radar points > 0), instance_tokens, ann_tokens
     occ_path (Occ3D labels.npz, relative to the data root, absolute when an Occ3D release folder outside
-              it holds the labels, or None), openlane_path (or None)
+              it holds the labels, or None), openlane_path (OpenLane-V2 frame json relative to the data root, or
+              None), openlane_key (that frame's data_dict key (split, segment_id, timestamp), three str, or None;
+              added in version 2 without a version bump: readers use info.get("openlane_key"))
+
+Infos converted from OpenLane-V2 (:mod:`perception.data.openlane_v2`) have the same keys: no LiDAR
+(``lidar_path`` None, ``lidar2ego`` identity, ``lidar2img`` = ``ego2img``), empty 3D boxes (``gt_boxes``
+(0, 9) etc.), one ego pose per frame (``cam2ego`` = ``sensor2ego``, ``cam_ego2global`` = ``ego2global``),
+``distortion`` per camera and ``source_id`` (the frame's ``meta_data.source_id``).
 
 Camera order: the nuScenes order (FRONT, FRONT_RIGHT, FRONT_LEFT, BACK, BACK_LEFT, BACK_RIGHT) when the six
 nuScenes channels are present, else the order of the camera channels in the sensor table
@@ -155,7 +162,7 @@ def scene_infos(nusc, scene: dict, with_gt: bool = True, cameras: Iterable[str] 
         if with_gt:
             info.update(_ground_truth(nusc, sample, ego2global))
         info["occ_path"] = occupancy_label_path(root, scene["name"], token, root)
-        info["openlane_path"] = _openlane_path(root, scene["token"], sample["timestamp"])
+        info["openlane_path"], info["openlane_key"] = _openlane_frame(root, scene["token"], sample["timestamp"])
         infos.append(info)
         prev_e2g, token, frame = ego2global, sample["next"], frame + 1
     return infos
@@ -170,12 +177,15 @@ def _channel(sample: dict, channel: str) -> str:
     return sample["data"][channel]
 
 
-def _openlane_path(root: Path, scene_token: str, timestamp: int) -> str | None:
+def _openlane_frame(root: Path, scene_token: str, timestamp: int) -> tuple[str | None, tuple | None]:
+    """(openlane_path, openlane_key) of a sample's OpenLane-V2 frame json under ``root/openlane_v2/``
+    (the synthetic world's layout), or (None, None). The key is the frame's data_dict key
+    ``(split, segment_id, timestamp)``, three str (perception/data/openlane_v2.py)."""
     for split in ("train", "val", "test"):
         rel = f"openlane_v2/{split}/{scene_token}/info/{timestamp}.json"
         if (root / rel).exists():
-            return rel
-    return None
+            return rel, (split, str(scene_token), str(timestamp))
+    return None, None
 
 
 # -- Occ3D occupancy labels ---------------------------------------------------------------------------
@@ -670,6 +680,7 @@ def _info_common(token, scene_token, frame_index, timestamp_us, prev, nxt, ego2g
         lidar_path=lidar_path,
         occ_path=None,
         openlane_path=None,
+        openlane_key=None,
     )
 
 

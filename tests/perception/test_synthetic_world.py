@@ -170,7 +170,9 @@ def test_lane_centerlines_follow_the_road(synthetic_world):
     # Hand truth: the ego drives on the centre of the second lane from the right (lanes 3.5 m wide), on a
     # straight road, so lane centres sit at y = -3.5, 0, 3.5, 7 m and the two right lanes run towards +x.
     for pts in lanes:
-        assert pts.shape == (11, 3)
+        # OpenLane-V2 ground truth: 201 points, here evenly spaced along a 25 m lane segment.
+        assert pts.shape == (201, 3)
+        assert np.allclose(np.linalg.norm(np.diff(pts, axis=0), axis=1), 25.0 / 200, atol=1e-4)
         y = pts[:, 1]
         assert np.ptp(y) < 1e-3 and min(abs(y[0] - c) for c in (-3.5, 0.0, 3.5, 7.0)) < 1e-3
         direction = np.sign(pts[-1, 0] - pts[0, 0])

@@ -27,7 +27,7 @@ from .base import (
     to_tensor,
 )
 from .boxes import Boxes2D, Boxes3D, BoxLoadError
-from .lanes import LaneLoadError, Lanes
+from .lanes import LaneLoadError, Lanes, resample_polyline
 from .occupancy import Occupancy, OccupancyLoadError, resample_occupancy
 
 __all__ = [
@@ -48,5 +48,6 @@ __all__ = [
     "label_type_of_key",
     "registered_label_types",
     "resample_occupancy",
+    "resample_polyline",
     "to_tensor",
 ]

@@ -1,5 +1,8 @@
 """Writes a synthetic world in nuScenes v1.0 format (tables, camera JPEGs, LIDAR_TOP .pcd.bin) with
-Occ3D-style ``gts/<scene>/<token>/labels.npz`` and OpenLane-V2-style frame jsons for the same frames.
+Occ3D-style ``gts/<scene>/<token>/labels.npz`` and OpenLane-V2-style frame jsons for the same frames
+(201-point centerlines), plus ``openlane_v2/data_dict_synthetic_{split}.pkl`` per split, built from them
+as the OpenLane-V2 preprocessing builds its data_dicts (val lanes subsampled to 11 points;
+perception/data/openlane_v2.py).
 
 The version is ``v1.0-mini`` and scenes take names from the devkit's ``mini_train`` / ``mini_val``
 split lists, so the devkit's split logic (``create_splits_scenes``, ``DetectionEval(eval_set=
@@ -192,14 +195,23 @@ def render_sample(job: SampleJob) -> dict:
     occ_dir = out / "gts" / job.scene_name / job.sample_token
     occ_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(occ_dir / "labels.npz", **occ)
-    _write_openlane(job, ego2global, openlane_annotation(world, ego2global, front[0], front[1], te_index))
+    frame = _write_openlane(job, ego2global, openlane_annotation(world, ego2global, front[0], front[1], te_index))
     num_pts = np.bincount(point_ids[point_ids >= 0], minlength=len(solids.boxes))[:num_objects]
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(hits > 0, visible / np.maximum(hits, 1), 0.0)
-    return dict(sample_token=job.sample_token, num_lidar_pts=num_pts.tolist(), visibility=fraction.tolist())
+    return dict(sample_token=job.sample_token, num_lidar_pts=num_pts.tolist(), visibility=fraction.tolist(),
+                openlane_frame=_data_dict_frame(job, frame))
 
 
-def _write_openlane(job: SampleJob, ego2global: np.ndarray, annotation: dict) -> None:
+def _data_dict_frame(job: SampleJob, frame: dict) -> dict:
+    """The data_dict value of a frame json just written (the same dict, not re-read from disk: json floats
+    round-trip exactly), val/test lanes subsampled to 11 points as the OpenLane-V2 preprocessing does."""
+    from perception.data.openlane_v2 import frame_from_json
+
+    return frame_from_json(frame, subsample_val=job.split != "train")
+
+
+def _write_openlane(job: SampleJob, ego2global: np.ndarray, annotation: dict) -> dict:
     sensors = {}
     for name in CAMERA_NAMES:
         cam2ego = camera_to_ego(name)
@@ -217,9 +229,30 @@ def _write_openlane(job: SampleJob, ego2global: np.ndarray, annotation: dict) ->
         pose=dict(rotation=ego2global[:3, :3].tolist(), translation=ego2global[:3, 3].tolist()),
         annotation=annotation,
     )
-    path = Path(job.out_dir) / "openlane_v2" / job.split / job.scene_token / "info" / f"{job.timestamp}.json"
+    path = _openlane_json(job)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(frame))
+    return frame
+
+
+def write_openlane_data_dicts(out: Path, jobs: list[SampleJob], results: dict[str, dict]) -> dict[str, Path]:
+    """``openlane_v2/data_dict_synthetic_{split}.pkl`` of the frames the jobs wrote (``results``: sample
+    token -> :func:`render_sample` result), keyed (split, scene token, timestamp) like the OpenLane-V2
+    data_dicts."""
+    from perception.data.openlane_v2 import write_data_dict
+
+    frames: dict[str, dict] = {}
+    for job in jobs:
+        key = (job.split, job.scene_token, str(job.timestamp))
+        frames.setdefault(job.split, {})[key] = results[job.sample_token].pop("openlane_frame")
+    return {
+        split: write_data_dict(out / "openlane_v2" / f"data_dict_synthetic_{split}.pkl", data)
+        for split, data in frames.items()
+    }
+
+
+def _openlane_json(job: SampleJob) -> Path:
+    return Path(job.out_dir) / "openlane_v2" / job.split / job.scene_token / "info" / f"{job.timestamp}.json"
 
 
 def generate_world(config: WorldConfig, progress: bool = True) -> Path:
@@ -290,6 +323,7 @@ def generate_world(config: WorldConfig, progress: bool = True) -> Path:
                 results[res["sample_token"]] = res
                 bar.update()
     bar.close()
+    write_openlane_data_dicts(out, jobs, results)
     for record, obj_index, sample_token in annotations:
         res = results[sample_token]
         record["num_lidar_pts"] = int(res["num_lidar_pts"][obj_index])

@@ -15,7 +15,7 @@ from perception.structures.transforms import transform_points
 from .world import LANE_CENTRES, ROAD_A_RANGE, ROAD_HALF_WIDTH, SEGMENT_LENGTH, SIDEWALK_OUTER, SceneWorld
 
 GROUND_CLASSES = {"road": 11, "sidewalk": 13, "terrain": 14}
-LANE_POINTS = 11
+LANE_POINTS = 201  # OpenLane-V2 ground truth: 201 points per centerline (the val data_dict keeps 11)
 LANE_RANGE = ((-50.0, 50.0), (-25.0, 25.0))  # OpenLane-V2 ego range (x, y)
 
 
@@ -136,7 +136,8 @@ def _lidar_mask(points: np.ndarray, origin: np.ndarray, step: float = 0.2) -> np
 
 
 def lane_segments(world: SceneWorld) -> list[dict]:
-    """Directed centerline segments of every lane (road frame), SEGMENT_LENGTH long, in travel order."""
+    """Directed centerline segments of every lane (road frame), SEGMENT_LENGTH long, in travel order, each
+    sampled at LANE_POINTS points equally spaced along it (the road is straight)."""
     segments = []
     starts = np.arange(ROAD_A_RANGE[0], ROAD_A_RANGE[1], SEGMENT_LENGTH)
     for lane, b in enumerate(LANE_CENTRES):
@@ -170,7 +171,8 @@ def openlane_annotation(
             & (pts[:, 1] <= LANE_RANGE[1][1])
         )
         if inside.any():
-            lanes.append(dict(id=int(seg["id"]), points=pts.astype(np.float32).tolist()))
+            # 0.1 mm is far below any lane tolerance and keeps the 201-point jsons small and fast to write.
+            lanes.append(dict(id=int(seg["id"]), points=np.round(pts, 4).tolist()))
             kept.append(seg)
     h, w = front_ids.shape
     elements, te_meta = [], []

@@ -11,6 +11,12 @@ optionally a GIF per scene and a 3D render per sample (pyvista / open3d when ins
 
   python tools/visualize.py occupancy --data-root data/synthetic --infos data/synthetic/nuscenes_infos_val.pkl \
       --out work_dirs/vis/occ [--predictions DIR_OF_<token>.npz] [--scene scene-0103] [--gif] [--3d]
+
+Lanes (OpenLane-V2 topology, docs/lanes.md "Lane pictures"): one GT | prediction PNG per frame (BEV, and the
+front camera when --data-root holds the images), optionally a GIF per segment:
+
+  python tools/visualize.py lanes --ground-truth data_dict.pkl [--predictions submission.pkl] \
+      [--data-root ROOT] --out work_dirs/vis/lanes [--frames N] [--gif] [--score-threshold 0.3]
 """
 
 from __future__ import annotations
@@ -189,10 +195,157 @@ def occupancy_main(argv: list[str]) -> int:
     return 0
 
 
+def _load_lane_ground_truth(path: str) -> dict:
+    """{(split, segment_id, timestamp): frame json} of an OpenLane-V2 data_dict pickle."""
+    from perception.data.openlane_v2 import load_data_dict
+
+    try:
+        return dict(load_data_dict(path))
+    except (ValueError, OSError) as err:  # its errors name the file and the problem
+        raise _UsageError(f"--ground-truth: {err}") from err
+
+
+def _load_lane_predictions(path: str) -> dict:
+    """{key: prediction frame} of an OpenLane-V2 submission pickle ({'results': {key: {'predictions': ...}}})."""
+    from perception.evaluation.lane_submission import load_lane_submission
+
+    try:
+        submission = load_lane_submission(path)
+    except (ValueError, OSError) as err:  # its errors name the file and the problem
+        raise _UsageError(f"--predictions: {err}") from err
+    results = submission.get("results") if isinstance(submission, dict) else None
+    if not isinstance(results, dict):
+        raise _UsageError(f"--predictions {path} holds no 'results' mapping of frame keys")
+    return {k: v.get("predictions", v) if isinstance(v, dict) else v for k, v in results.items()}
+
+
+FRONT_CAMERAS = ("ring_front_center", "CAM_FRONT")  # OpenLane-V2 subset A (Argoverse 2), subset B (nuScenes)
+
+
+def _front_camera(frame: dict, camera: str | None):
+    """(name, image_path, ego2img) of the front camera of a frame json, or None without sensor data."""
+    sensors = frame.get("sensor") or {}
+    name = camera or next((c for c in FRONT_CAMERAS if c in sensors), next(iter(sensors), None))
+    if name is None or name not in sensors:
+        return None
+    cam = sensors[name]
+    ego2img = None
+    try:  # extrinsic: camera -> ego; intrinsic K: camera -> pixels
+        cam2ego = np.eye(4)
+        cam2ego[:3, :3] = np.asarray(cam["extrinsic"]["rotation"], dtype=np.float64)
+        cam2ego[:3, 3] = np.asarray(cam["extrinsic"]["translation"], dtype=np.float64)
+        k = np.eye(4)
+        k[:3, :3] = np.asarray(cam["intrinsic"]["K"], dtype=np.float64)
+        ego2img = k @ np.linalg.inv(cam2ego)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return name, cam.get("image_path"), ego2img
+
+
+def _key_order(key):
+    parts = key if isinstance(key, tuple) else (key,)
+    return tuple((0, int(p), "") if str(p).isdigit() else (1, 0, str(p)) for p in parts)
+
+
+def _key_text(key) -> str:
+    return "/".join(str(p) for p in (key if isinstance(key, tuple) else (key,)))
+
+
+def _key_stem(key) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in _key_text(key).replace("/", "_"))
+
+
+def lanes_main(argv: list[str]) -> int:
+    """``visualize.py lanes ...``: OpenLane-V2 lane topology pictures (GT | prediction) and GIFs per segment."""
+    from perception.visualization.lanes import frame_attributes, render_lane_comparison, save_lane_animation
+
+    parser = argparse.ArgumentParser(
+        prog="visualize.py lanes",
+        description="OpenLane-V2 lane topology pictures: GT | prediction per frame (BEV + front camera), GIF per "
+        "segment.",
+    )
+    parser.add_argument("--ground-truth", required=True, help="OpenLane-V2 data_dict pickle")
+    parser.add_argument("--predictions", help="submission pickle ({'results': {key: {'predictions': frame}}})")
+    parser.add_argument("--data-root", help="folder the frames' sensor image_path are relative to")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--frames", type=int, help="only the first N frames (in key order)")
+    parser.add_argument("--gif", action="store_true", help="also write <split>_<segment>.gif per segment")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="predicted lanes/elements below: hidden")
+    parser.add_argument("--link-threshold", type=float, default=0.5, help="topology entries drawn from this value")
+    parser.add_argument("--camera", help="camera of the traffic elements (default ring_front_center / CAM_FRONT)")
+    args = parser.parse_args(argv)
+    try:
+        if not Path(args.ground_truth).is_file():
+            raise _UsageError(f"--ground-truth {args.ground_truth} does not exist")
+        if args.predictions and not Path(args.predictions).is_file():
+            raise _UsageError(f"--predictions {args.predictions} does not exist")
+        if args.frames is not None and args.frames < 1:
+            raise _UsageError(f"--frames must be at least 1, got {args.frames}")
+        root = Path(args.data_root) if args.data_root else None
+        if root is not None and not root.is_dir():
+            raise _UsageError(f"--data-root {root} is not a folder")
+        gt = _load_lane_ground_truth(args.ground_truth)
+        preds = _load_lane_predictions(args.predictions) if args.predictions else None
+        if preds is not None:
+            extra = [k for k in preds if k not in gt]
+            if extra:
+                raise _UsageError(f"{len(extra)} frame(s) of --predictions are not in --ground-truth, e.g. "
+                                  f"{_key_text(extra[0])}: the files do not belong together")
+        keys = sorted(gt, key=_key_order)[: args.frames]
+        if not keys:
+            raise _UsageError(f"--ground-truth {args.ground_truth} holds no frames")
+        if preds is not None:
+            missing = [k for k in keys if k not in preds]
+            if missing:
+                raise _UsageError(f"{len(missing)} frame(s) of --ground-truth have no prediction in "
+                                  f"{args.predictions}, e.g. {_key_text(missing[0])}")
+        segments: dict = {}
+        for key in keys:
+            parts = key if isinstance(key, tuple) else (key,)
+            segments.setdefault(parts[:-1] if len(parts) > 1 else ("frames",), []).append(key)
+        out = Path(args.out)
+        warned, written = False, []
+        for segment, seg_keys in tqdm(segments.items(), desc="segments"):
+            legend = sorted(set(frame_attributes(*[gt[k] for k in seg_keys])) | set(frame_attributes(
+                *[preds[k] for k in seg_keys], score_threshold=args.score_threshold) if preds is not None else []))
+            pictures = []
+            for key in seg_keys:
+                image = ego2img = None
+                camera = _front_camera(gt[key], args.camera) if root is not None else None
+                if camera is not None and camera[1]:
+                    image_path = root / camera[1]
+                    if image_path.is_file():
+                        image, ego2img = Image.open(image_path).convert("RGB"), camera[2]
+                    elif not warned:
+                        print(f"visualize.py lanes: warning: front image {image_path} does not exist; drawing the "
+                              "BEV only for frames without their image", file=sys.stderr)
+                        warned = True
+                title = f"{_key_text(key)}" + (f"  {camera[0]}" if image is not None else "")
+                picture = render_lane_comparison(
+                    gt[key], preds[key] if preds is not None else None, image, ego2img,
+                    score_threshold=args.score_threshold, link_threshold=args.link_threshold, title=title,
+                    path=out / f"{_key_stem(key)}.png", legend_attributes=legend,
+                )
+                written.append(out / f"{_key_stem(key)}.png")
+                print(f"wrote {written[-1]}")
+                if args.gif:
+                    pictures.append(picture)
+            if args.gif:
+                gif = save_lane_animation(pictures, out / f"{_key_stem(segment)}.gif")
+                print(f"wrote {gif}")
+    except _UsageError as err:
+        print(f"visualize.py lanes: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} frame pictures{' and ' + str(len(segments)) + ' GIFs' if args.gif else ''} to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "occupancy":
         return occupancy_main(argv[1:])
+    if argv and argv[0] == "lanes":
+        return lanes_main(argv[1:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -57,6 +57,9 @@ class SpineOutput:
     valid_region: (B, Ncam, 4) pixel box (u0, v0, u1, v1) of each camera's real image in ``ego2img``'s
         pixels, or None when every camera fills the whole input.
     grid: the BEV grid of ``bev``.
+    image_flips: (B, Ncam) bool, the current frame's cameras whose input image the augmentation mirrored
+        (their ``features`` are flipped back, so image-space targets of those cameras, such as traffic
+        elements, must be mirrored about the padded width to match), or None when none was.
     """
 
     bev: Tensor
@@ -65,6 +68,7 @@ class SpineOutput:
     image_size: tuple[int, int]
     valid_region: Tensor | None
     grid: BEVGrid
+    image_flips: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -246,7 +250,7 @@ class BEVSpine(nn.Module):
             missing_slots = self.num_frames - frames  # fewer frames given than the model fuses
             bev = self.fusion([bevs[0]] * missing_slots + bevs)
         return SpineOutput(bev=bev, features=current, ego2img=ego2img[:, -1], image_size=image_size,
-                           valid_region=region, grid=self.grid)
+                           valid_region=region, grid=self.grid, image_flips=None if flips is None else flips[:, -1])
 
 
 def _neck_defaults(neck, backbone) -> dict:

@@ -22,7 +22,6 @@ Data flow of :class:`OccupancyHead`:
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from dataclasses import replace
 
 import torch
@@ -152,7 +151,8 @@ class OccupancyHead(TaskHead):
     optional_targets = ("occ_mask_camera", "occ_mask_lidar")
 
     def __init__(self, in_channels: int, voxel_grid: BEVGrid | dict | None = None, grid: BEVGrid | dict | None = None,
-                 feature_resolution: float | None = None, mid_channels: int | None = None, num_2d_convs: int = 1, height_channels: int = 16,
+                 feature_resolution: float | None = None, mid_channels: int | None = None, num_2d_convs: int = 1,
+                 height_channels: int = 16,
                  num_3d_convs: int = 0, classifier_channels: int | None = 32, norm: str = "bn",
                  num_classes: int = len(OCC3D_CLASSES), class_weights: Sequence[float] | None = None,
                  class_frequencies: Sequence[float] | None = None, loss_mask: str = "camera",

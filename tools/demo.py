@@ -10,8 +10,9 @@
 5. draw pictures of predictions next to GT (cameras + BEV for boxes, BEV occupancy side by side);
 6. print the metrics, the picture paths, and one final line, per ``--tasks``:
    ``RESULT NDS=<trained> mAP=<trained> untrained_NDS=<untrained>`` (detection, the default),
-   ``RESULT mIoU=<trained> RayIoU=<trained> untrained_mIoU=<untrained>`` (occupancy), or all of
-   them for ``--tasks detection,occupancy`` (both heads on one spine).
+   ``RESULT mIoU=<trained> RayIoU=<trained> untrained_mIoU=<untrained>`` (occupancy),
+   ``RESULT OLS=<trained> DET_l=<trained> untrained_OLS=<untrained>`` (lanes, OLS v2.1), or all of
+   them for ``--tasks detection,occupancy`` or ``detection,occupancy,lanes`` (the heads on one spine).
 
     python tools/demo.py --out work_dirs/demo --max-minutes 12 [--tasks detection,occupancy]
 """
@@ -33,6 +34,8 @@ TASK_CONFIGS = {
     ("detection",): CONFIGS / "bev" / "bevformer_v2_tiny_synthetic.py",
     ("occupancy",): CONFIGS / "occupancy" / "occupancy_tiny_synthetic.py",
     ("detection", "occupancy"): CONFIGS / "multitask" / "detection_occupancy_tiny_synthetic.py",
+    ("lanes",): CONFIGS / "lanes" / "lanes_tiny_synthetic.py",
+    ("detection", "lanes", "occupancy"): CONFIGS / "multitask" / "detection_occupancy_lanes_tiny_synthetic.py",
 }
 
 
@@ -42,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=12.0,
                         help="wall-clock budget for the whole demo; training gets what the other steps leave")
     parser.add_argument("--tasks", default="detection",
-                        help="comma-separated heads on one spine: detection, occupancy or detection,occupancy")
+                        help="comma-separated heads on one spine: detection, occupancy, lanes, "
+                             "detection,occupancy or detection,occupancy,lanes")
     parser.add_argument("--config", default=None, help="a config of your own (default: the tiny one of --tasks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6)
@@ -122,6 +126,8 @@ def draw_pictures(runner, out_dir: Path, count: int, tasks: tuple[str, ...], sco
             paths.append(picture.save(out_dir / f"{name}.png"))
         if "occupancy" in tasks:
             paths.append(_occupancy_picture(info, sample, pred["occupancy"], out_dir / f"{name}_occupancy.png"))
+        if "lanes" in tasks:
+            paths.append(_lanes_picture(dataset, info, pred["lanes"], out_dir / f"{name}_lanes.png"))
     return paths
 
 
@@ -154,6 +160,26 @@ def _occupancy_picture(info: dict, sample: dict, pred: dict, path: Path) -> Path
     return path
 
 
+def _lanes_picture(dataset, info: dict, pred: dict, path: Path) -> Path:
+    """GT (the frame json of the info) next to the prediction: BEV centerlines and links, and the front
+    camera with traffic elements and the projected centerlines."""
+    import json
+
+    from PIL import Image
+
+    from perception.evaluation.openlane_v2 import frame_from_prediction
+    from perception.visualization.lanes import render_lane_comparison
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = json.loads((dataset.data_root / info["openlane_path"]).read_text())
+    front = next(iter(info["cams"]))  # the rig's first camera, the traffic elements' camera
+    image = Image.open(dataset.data_root / info["cams"][front]["data_path"])
+    render_lane_comparison(frame["annotation"], frame_from_prediction(pred), front_image=image,
+                           ego2img=info["cams"][front]["ego2img"],
+                           title=f"{info['scene_name']} frame {info['frame_index']}").save(path)
+    return path
+
+
 def result_line(tasks: tuple[str, ...], trained: dict, untrained: dict) -> str:
     """The final line: trained metrics of every task, then the untrained baselines."""
     parts, baselines = [], []
@@ -163,6 +189,9 @@ def result_line(tasks: tuple[str, ...], trained: dict, untrained: dict) -> str:
     if "occupancy" in tasks:
         parts += [f"mIoU={trained['occupancy/mIoU']:.2f}", f"RayIoU={trained['occupancy/RayIoU']:.2f}"]
         baselines.append(f"untrained_mIoU={untrained['occupancy/mIoU']:.2f}")
+    if "lanes" in tasks:
+        parts += [f"OLS={trained['lanes/OLS']:.4f}", f"DET_l={trained['lanes/DET_l']:.4f}"]
+        baselines.append(f"untrained_OLS={untrained['lanes/OLS']:.4f}")
     return "RESULT " + " ".join(parts + baselines)
 
 
@@ -196,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("mIoU", "RayIoU", "RayIoU@1", "RayIoU@2", "RayIoU@4"):
             print(f"[demo] {key:8s} untrained {untrained.get(f'occupancy/{key}', float('nan')):6.2f} "
                   f"trained {trained.get(f'occupancy/{key}', float('nan')):6.2f}")
+    if "lanes" in args.tasks:
+        for key in ("OLS", "DET_l", "DET_t", "TOP_ll", "TOP_lt"):
+            print(f"[demo] {key:6s} untrained {untrained.get(f'lanes/{key}', float('nan')):.4f} "
+                  f"trained {trained.get(f'lanes/{key}', float('nan')):.4f}")
     for path in pictures:
         print(f"[demo] picture: {path}")
     print(f"[demo] total time {(time.monotonic() - start) / 60:.1f} min")

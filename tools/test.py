@@ -7,7 +7,9 @@
 ``--format-only`` writes each test metric's leaderboard submission instead of scoring: the nuScenes
 detection metric its ``results_nusc.json``; an ``OccupancyMetric`` the Occ3D challenge folder
 ``<work dir>/occupancy_submission/<sample token>.npz`` and ``<work dir>/occupancy_submission.zip``
-(unless its config names an ``out_dir``; docs/occupancy.md).
+(unless its config names an ``out_dir``; docs/occupancy.md); an ``OpenLaneV2Metric`` the OpenLane
+Topology leaderboard pickle ``<work dir>/lane_submission/submission.pkl`` with the envelope given by
+``--method --authors --email --institution --country`` (docs/lanes.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
     parser.add_argument("--format-only", action="store_true",
                         help="write the leaderboard submission (e.g. results_nusc.json) without scoring it")
+    envelope = parser.add_argument_group("OpenLane-V2 submission envelope (with --format-only)")
+    envelope.add_argument("--method", help="method name")
+    envelope.add_argument("--authors", nargs="+", help="up to 10 author names")
+    envelope.add_argument("--email", help="contact e-mail")
+    envelope.add_argument("--institution", help="institution / company")
+    envelope.add_argument("--country", help="country / region (ISO 3166 name or code)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     return parser.parse_args(argv)
@@ -46,14 +54,23 @@ def _type_name(metric) -> str:
     return (kind if isinstance(kind, str) else getattr(kind, "__name__", "")).rsplit(".", 1)[-1]
 
 
-def set_format_only(cfg) -> list:
-    """Switch every test metric to ``format_only``; an ``OccupancyMetric`` without an ``out_dir`` writes its
-    submission to ``<work_dir>/occupancy_submission`` (its zip beside it). Returns the metric configs."""
+ENVELOPE_FIELDS = ("method", "authors", "email", "institution", "country")
+DEFAULT_OUT_DIRS = {"OccupancyMetric": "occupancy_submission", "OpenLaneV2Metric": "lane_submission"}
+
+
+def set_format_only(cfg, envelope: dict | None = None) -> list:
+    """Switch every test metric to ``format_only``; an ``OccupancyMetric`` or ``OpenLaneV2Metric`` without an
+    ``out_dir`` writes its submission to ``<work_dir>/occupancy_submission`` (its zip beside it) or
+    ``<work_dir>/lane_submission``; the given ``envelope`` fields go to every ``OpenLaneV2Metric``.
+    Returns the metric configs."""
     metrics = _metric_configs(cfg.test_evaluator)
     for metric in metrics:
         metric["format_only"] = True
-        if _type_name(metric) == "OccupancyMetric" and not metric.get("out_dir"):
-            metric["out_dir"] = str(Path(cfg.work_dir) / "occupancy_submission")
+        kind = _type_name(metric)
+        if kind in DEFAULT_OUT_DIRS and not metric.get("out_dir"):
+            metric["out_dir"] = str(Path(cfg.work_dir) / DEFAULT_OUT_DIRS[kind])
+        if kind == "OpenLaneV2Metric":
+            metric.update({k: v for k, v in (envelope or {}).items() if v is not None})
     return metrics
 
 
@@ -67,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.format_only:
-        set_format_only(cfg)
+        set_format_only(cfg, {field: getattr(args, field) for field in ENVELOPE_FIELDS})
     runner = Runner.from_cfg(cfg)
     return runner.test()
 

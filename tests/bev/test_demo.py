@@ -52,3 +52,25 @@ def test_demo_trains_occupancy_alone_and_with_detection_on_one_spine(tmp_path, c
     assert len(pictures) == 1 and pictures[0].stat().st_size > 5_000
     if tasks != "occupancy":
         assert len(sorted((tmp_path / "pictures").glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tasks", ["lanes", "detection,occupancy,lanes"])
+def test_demo_trains_lanes_alone_and_with_every_head_on_one_spine(tmp_path, capsys, tasks):
+    demo = load_tool("demo")
+    assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.5", "--scenes", "2", "--samples-per-scene", "4",
+                      "--pictures", "1", "--tasks", tasks]) == 0
+    out = capsys.readouterr().out
+    pattern = r"^RESULT OLS=(\S+) DET_l=(\S+) untrained_OLS=(\S+)$" if tasks == "lanes" else (
+        r"^RESULT NDS=(\S+) mAP=(\S+) mIoU=(\S+) RayIoU=(\S+) OLS=(\S+) DET_l=(\S+) untrained_NDS=(\S+) "
+        r"untrained_mIoU=(\S+) untrained_OLS=(\S+)$")
+    result = re.search(pattern, out, re.MULTILINE)
+    assert result, out[-2000:]
+    values = [float(v) for v in result.groups()]
+    assert all(0.0 <= v <= 100.0 for v in values)
+    ols = values[:3] if tasks == "lanes" else values[4:6] + values[8:]
+    assert all(0.0 <= v <= 1.0 for v in ols)  # OLS and DET_l are fractions
+    pictures = sorted((tmp_path / "pictures").glob("*_lanes.png"))
+    assert len(pictures) == 1 and pictures[0].stat().st_size > 5_000
+    if tasks != "lanes":
+        assert len(sorted((tmp_path / "pictures").glob("*.png"))) == 3

@@ -11,9 +11,11 @@ import torch
 from mmengine.config import Config
 
 import bev  # noqa: F401  (registers the spine and the detection head)
+import lane_topology  # noqa: F401  (registers the lane head of the multi-task configs)
 import occupancy  # noqa: F401  (registers the occupancy head)
 from perception.engine import MODELS
 from tests.bev.rig import rig_ego2img
+from tests.lane_topology.toy import toy_lane_targets
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted([*(ROOT / "occupancy").glob("*.py"), *(ROOT / "multitask").glob("*.py")])
@@ -60,6 +62,8 @@ def test_config_builds_and_runs(config):
     if "detection" in model.heads:
         data.update(gt_boxes=[torch.tensor([[10.0, 2.0, 0.5, 1.9, 4.5, 1.6, 0.2, 1.0, 0.0]])],
                     gt_labels=[torch.tensor([0])])
+    if "lanes" in model.heads:
+        data.update(toy_lane_targets(b, model.heads["lanes"].geometry.num_points, w, h))
     model.train()
     losses = model(**data, mode="loss")
     assert any(k.startswith("occupancy.") for k in losses)
@@ -72,3 +76,5 @@ def test_config_builds_and_runs(config):
     assert pred["occupancy"]["semantics"].shape == (x, y, z) and pred["occupancy"]["semantics"].dtype == torch.uint8
     if "detection" in model.heads:
         assert pred["detection"]["boxes"].shape[1] == 9
+    if "lanes" in model.heads:
+        assert pred["lanes"]["lane_points"].shape[1:] == (model.heads["lanes"].geometry.num_points, 3)

@@ -172,6 +172,7 @@ def test_lane_centerlines_follow_the_road(synthetic_world):
     for pts in lanes:
         # OpenLane-V2 ground truth: 201 points, here evenly spaced along a 25 m lane segment.
         assert pts.shape == (201, 3)
+        assert (np.abs(pts[:, 0]) <= 50).all() and (np.abs(pts[:, 1]) <= 25).all()  # inside the ego range
         assert np.allclose(np.linalg.norm(np.diff(pts, axis=0), axis=1), 25.0 / 200, atol=1e-4)
         y = pts[:, 1]
         assert np.ptp(y) < 1e-3 and min(abs(y[0] - c) for c in (-3.5, 0.0, 3.5, 7.0)) < 1e-3

@@ -1,7 +1,7 @@
 # The embedded synthetic world in nuScenes format (v1.0-mini scene names; eval split mini_val), 320x180
 # images, and its one pipeline. Generate it: python tools/create_data.py synthetic --out data/synthetic
 # (~1 min on 2 cores, 5 x 20 frames). It also carries Occ3D and OpenLane-V2 labels: dataset
-# labels=("boxes", "occupancy", "lanes").
+# labels=("boxes", "occupancy", "lanes"); lanes are scored by OLS v2.1 against its data_dict.
 _base_ = ["./nuscenes_bev.py"]
 data_root = "data/synthetic/"
 data_version = "v1.0-mini"
@@ -32,5 +32,7 @@ test_dataloader = val_dataloader
 detection_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root, version=data_version,
                            eval_set="mini_val")
 occupancy_evaluator = dict(ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root)
+lane_evaluator = dict(type="OpenLaneV2Metric", ann_file=data_root + "nuscenes_infos_val.pkl", data_root=data_root,
+                      ground_truth="openlane_v2/data_dict_synthetic_val.pkl")
 val_evaluator = detection_evaluator
 test_evaluator = val_evaluator

@@ -170,7 +170,7 @@ def openlane_annotation(
             & (pts[:, 1] >= LANE_RANGE[1][0])
             & (pts[:, 1] <= LANE_RANGE[1][1])
         )
-        if inside.any():
+        if inside.all():  # lanes lie within the ego range, as OpenLane-V2's do (docs/data.md)
             # 0.1 mm is far below any lane tolerance and keeps the 201-point jsons small and fast to write.
             lanes.append(dict(id=int(seg["id"]), points=np.round(pts, 4).tolist()))
             kept.append(seg)

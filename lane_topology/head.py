@@ -3,7 +3,8 @@ toolkit (:mod:`perception.models.detr`):
 
 * **centerlines**: ``num_lane_queries`` queries decoded on the spine's BEV into directed 3D polylines
   of ``num_points`` points over the head's lane range (OpenLane-V2: x in [-50, 50], y in [-25, 25] m).
-  The polyline is the query's reference, refined by every decoder layer in logit space; matching and
+  The polyline is the query's reference: a learned straight segment at first (start and end points,
+  the others evenly between), bent and moved by every decoder layer in logit space; matching and
   loss are point distances in metres in the points' order, so the direction is learned.
 * **traffic elements**: a 2D DETR on one camera's FPN levels (the front camera), 13 attribute
   classes, boxes in that camera's pixels.
@@ -24,7 +25,7 @@ original image through the inverse of the camera's resize/crop (``meta['traffic_
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -81,6 +82,14 @@ class LaneGeometry:
     def denormalize(self, normalized: Tensor) -> Tensor:
         return self.bounds.denormalize(normalized)
 
+    def straight_lines(self, endpoints: Tensor) -> Tensor:
+        """(..., lines * 2 * 3) start and end points per line -> (..., lines * P, 3), each line's P points
+        evenly spaced on the segment between them (the decoder's initial references are straight)."""
+        ends = endpoints.unflatten(-1, (len(self.lines), 2, 3))
+        t = torch.linspace(0.0, 1.0, self.num_points, dtype=ends.dtype, device=ends.device)[:, None]
+        points = ends[..., :1, :] * (1 - t) + ends[..., 1:, :] * t  # (..., lines, P, 3)
+        return points.flatten(-3, -2)
+
     def line(self, reference: Tensor, name: str = "centerline") -> Tensor:
         """(..., lines * P, 3) reference -> (..., P, 3) of one line."""
         k = self.lines.index(name)
@@ -122,12 +131,14 @@ def _giou_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 class _Decoder(nn.Module):
     """Learned queries, their initial references and a stack of DETR layers with class and
-    regression branches per layer."""
+    regression branches per layer. ``expand_reference`` maps the ``ref_dims`` initial values (after the
+    sigmoid) to the reference (None: they are the reference)."""
 
     def __init__(self, num_queries: int, dims: int, ref_dims: int, code_size: int, classes: int, layers: int,
-                 heads: int, ffn_dims: int, points: int, dropout: float, levels: int) -> None:
+                 heads: int, ffn_dims: int, points: int, dropout: float, levels: int,
+                 expand_reference: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
-        self.dims = dims
+        self.dims, self.expand_reference = dims, expand_reference
         self.query_embedding = nn.Embedding(num_queries, 2 * dims)
         self.reference = nn.Linear(dims, ref_dims)
         self.layers = nn.ModuleList(DETRDecoderLayer(dims, heads, ffn_dims, points, dropout, num_levels=levels)
@@ -140,7 +151,10 @@ class _Decoder(nn.Module):
     def forward(self, memory: Memory, batch: int, kind: ReferenceKind, ref_shape: tuple[int, ...]
                 ) -> list[dict[str, Tensor]]:
         pos, content = (x.expand(batch, -1, -1) for x in self.query_embedding.weight.split(self.dims, dim=-1))
-        ref = self.reference(pos).sigmoid().reshape(batch, -1, *ref_shape)
+        ref = self.reference(pos).sigmoid()
+        if self.expand_reference is not None:
+            ref = self.expand_reference(ref)
+        ref = ref.reshape(batch, -1, *ref_shape)
         outputs = []
         for cls_branch, step in zip(self.cls_branches, run_decoder(self.layers, self.reg_branches, content, pos,
                                                                    memory, ref, kind)):
@@ -194,8 +208,10 @@ class LaneTopologyHead(TaskHead):
         self.max_lanes, self.max_elements = max_lanes, max_elements
         self.lclc_weight, self.lcte_weight = lclc_weight, lcte_weight
         layers = dict(heads=num_heads, ffn_dims=ffn_dims, points=attn_points, dropout=dropout)
-        self.lane_decoder = _Decoder(num_lane_queries, in_channels, self.geometry.code_size, self.geometry.code_size,
-                                     1, num_layers, levels=1, **layers)
+        # Initial lane references are straight segments (start, end per line); the layers bend them.
+        self.lane_decoder = _Decoder(num_lane_queries, in_channels, len(self.geometry.lines) * 6,
+                                     self.geometry.code_size, 1, num_layers, levels=1,
+                                     expand_reference=self.geometry.straight_lines, **layers)
         self.te_decoder = _Decoder(num_te_queries, in_channels, 4, 4, self.num_attributes,
                                    num_te_layers or num_layers, levels=self.te_levels, **layers)
         self.lane_lane = LaneLaneTopology(in_channels, topology_dims)

@@ -212,3 +212,26 @@ def test_loss_keys_and_config_build():
     built = MODELS.build(dict(type="LaneTopologyHead", in_channels=DIMS, grid=SPINE_GRID, num_layers=1,
                               num_lane_queries=4, num_te_queries=4))
     assert built.geometry.num_points == 11 and built.geometry.bounds.x_range == (-50.0, 50.0)
+
+
+def test_initial_lane_references_are_straight_segments():
+    """The learned start and end points, with the 3 other points of a 5-point line evenly between them:
+    (0, 0, 0) -> (1, 0.5, 1) gives (0.25, 0.125, 0.25), (0.5, 0.25, 0.5), (0.75, 0.375, 0.75)."""
+    geometry = LaneGeometry(LANE_RANGE, num_points=5, lines=("centerline", "left"))
+    ends = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.5, 1.0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.6])
+    lines = geometry.straight_lines(ends)
+    assert lines.shape == (10, 3)
+    torch.testing.assert_close(lines[:5], torch.tensor([[0.0, 0.0, 0.0], [0.25, 0.125, 0.25], [0.5, 0.25, 0.5],
+                                                        [0.75, 0.375, 0.75], [1.0, 0.5, 1.0]]))
+    torch.testing.assert_close(lines[5:, 2], torch.tensor([0.2, 0.3, 0.4, 0.5, 0.6]))
+    # With the first layer's regression branch at zero its refined reference is the initial one: the
+    # straight segments between the learned start and end points.
+    head = _small_head()
+    with torch.no_grad():
+        head.lane_decoder.reg_branches[0][-1].weight.zero_()
+        head.lane_decoder.reg_branches[0][-1].bias.zero_()
+        first = head(_spine())["lanes"][0]["reference"][0]  # (queries, 5, 3)
+        pos = head.lane_decoder.query_embedding.weight[:, :DIMS]
+        ends = head.lane_decoder.reference(pos).sigmoid().unflatten(-1, (2, 3))  # (queries, start/end, 3)
+    t = torch.linspace(0, 1, 5)[None, :, None]
+    torch.testing.assert_close(first, ends[:, :1] * (1 - t) + ends[:, 1:] * t, atol=1e-5, rtol=0)

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from perception.engine.files import read_pickle
 from perception.structures.cameras import compose_ego2img, rig_camera_order
 from perception.structures.classes import DETECTION_CLASSES, NUSCENES_CATEGORY_TO_DETECTION
 from perception.structures.nuscenes_boxes import global_boxes_to_ego
@@ -510,16 +511,7 @@ def load_infos(path: str | Path) -> tuple[dict, list[dict]]:
     """Load and validate an info file of our format; other formats are converted when recognised
     (mmdet3d 1.x ``data_list`` files, BEVFormer/mmdet3d 0.x temporal ``infos`` files)."""
     path = Path(path)
-    if not path.exists():
-        raise InfoFileError(f"info file {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError) as err:
-        raise InfoFileError(
-            f"info file {path} is truncated or not a pickle ({type(err).__name__}: {err}); "
-            f"regenerate it with tools/create_data.py"
-        ) from err
+    data = read_pickle(path, "info file", InfoFileError, hint="; regenerate it with tools/create_data.py")
     return validate_infos(convert_foreign_infos(data, source=str(path)), source=str(path))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from perception.engine.files import read_pickle
 from perception.structures.cameras import compose_ego2img, rig_camera_order
 from perception.structures.transforms import make_transform
 
@@ -123,15 +124,7 @@ def load_data_dict(path: str | Path) -> dict:
     values frame dicts with ``sensor`` and ``pose``. :class:`OpenLaneV2Error` naming the file when it is
     missing, truncated, not a pickle or of other content."""
     path = Path(path)
-    if not path.is_file():
-        raise OpenLaneV2Error(f"data_dict {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, IndexError) as err:
-        raise OpenLaneV2Error(
-            f"data_dict {path} is truncated or not a pickle ({type(err).__name__}: {err})"
-        ) from err
+    data = read_pickle(path, "data_dict", OpenLaneV2Error)
     if not isinstance(data, dict):
         raise OpenLaneV2Error(
             f"data_dict {path} holds a {type(data).__name__}, expected a dict {{(split, segment_id, timestamp): frame}}"

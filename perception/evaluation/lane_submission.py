@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from perception.engine.files import read_pickle
 from perception.structures.classes import TRAFFIC_ELEMENT_ATTRIBUTES
 
 MAX_AUTHORS = 10
@@ -208,15 +209,7 @@ def load_lane_submission(path: str | Path) -> dict:
     """Read a submission pickle; :class:`LaneSubmissionError` for a missing, truncated or corrupt file or one
     that is not a dict (the content is checked by :func:`check_lane_submission`)."""
     path = Path(path)
-    if not path.is_file():
-        raise LaneSubmissionError(f"submission {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, IndexError) as err:
-        raise LaneSubmissionError(
-            f"submission {path} is truncated or not a pickle ({type(err).__name__}: {err})"
-        ) from err
+    data = read_pickle(path, "submission", LaneSubmissionError)
     if not isinstance(data, dict):
         raise LaneSubmissionError(f"submission {path} holds a {type(data).__name__}, expected a dict")
     return data

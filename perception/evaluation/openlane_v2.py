@@ -32,7 +32,6 @@ order, and frames are visited in the order of the GT mapping.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from perception.engine.files import read_pickle
 from perception.engine.registry import METRICS
 from perception.structures.classes import TRAFFIC_ELEMENT_ATTRIBUTES
 
@@ -410,15 +410,7 @@ def load_lane_ground_truth(path: str | Path) -> dict:
     """The devkit's preprocessed ``data_dict_subset_*.pkl`` (key -> frame), with a clear error when the
     file is missing, truncated or not such a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise OpenLaneV2EvaluationError(f"ground truth {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as err:
-        raise OpenLaneV2EvaluationError(
-            f"ground truth {path} is truncated or not a pickle ({type(err).__name__}: {err})"
-        ) from err
+    data = read_pickle(path, "ground truth", OpenLaneV2EvaluationError)
     if not isinstance(data, dict) or any(not isinstance(v, dict) or "annotation" not in v for v in data.values()):
         raise OpenLaneV2EvaluationError(
             f"ground truth {path} is not an OpenLane-V2 data_dict (key -> frame with 'annotation')"

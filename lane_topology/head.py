@@ -124,6 +124,11 @@ def _class_branch(dims: int, classes: int, prior: float = 0.01) -> nn.Sequential
     return branch
 
 
+def _mirror_boxes(boxes: Tensor, width: float) -> Tensor:
+    """(K, 4) x1, y1, x2, y2 pixel boxes mirrored about an image ``width`` wide (u -> width - u)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], -1)
+
+
 def _giou_loss(pred: Tensor, target: Tensor) -> Tensor:
     """1 - GIoU of matched (N, 4) cx, cy, w, h boxes."""
     return 1.0 - generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target)).diagonal()
@@ -275,8 +280,7 @@ class LaneTopologyHead(TaskHead):
             boxes = torch.as_tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4)
             labels = torch.as_tensor(labels, device=device).long()
             if flips is not None and bool(flips[i]):
-                boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], -1)
-                labels = mirrored[labels]
+                boxes, labels = _mirror_boxes(boxes, width), mirrored[labels]
             scale = boxes.new_tensor([width, height, width, height])
             x1, y1, x2, y2 = (boxes / scale).unbind(-1)
             out.append(dict(labels=labels, boxes=torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)))
@@ -350,7 +354,7 @@ class LaneTopologyHead(TaskHead):
         xyxy = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([width, height, width, height])
         flips = outputs["te_flips"]
         if flips is not None and bool(flips[index]):  # into the mirrored input, which img_aug describes
-            xyxy = torch.stack([width - xyxy[:, 2], xyxy[:, 1], width - xyxy[:, 0], xyxy[:, 3]], -1)
+            xyxy = _mirror_boxes(xyxy, width)
         aug = meta.get("traffic_element_img_aug")
         if aug is not None:
             inverse = torch.linalg.inv(torch.as_tensor(aug, dtype=torch.float64))

@@ -170,13 +170,12 @@ def _lanes_picture(dataset, info: dict, pred: dict, path: Path) -> Path:
     from perception.evaluation.openlane_v2 import frame_from_prediction
     from perception.visualization.lanes import render_lane_comparison
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = json.loads((dataset.data_root / info["openlane_path"]).read_text())
     front = next(iter(info["cams"]))  # the rig's first camera, the traffic elements' camera
     image = Image.open(dataset.data_root / info["cams"][front]["data_path"])
     render_lane_comparison(frame["annotation"], frame_from_prediction(pred), front_image=image,
                            ego2img=info["cams"][front]["ego2img"],
-                           title=f"{info['scene_name']} frame {info['frame_index']}").save(path)
+                           title=f"{info['scene_name']} frame {info['frame_index']}", path=path)
     return path
 
 

@@ -257,7 +257,7 @@ def _key_stem(key) -> str:
 
 def lanes_main(argv: list[str]) -> int:
     """``visualize.py lanes ...``: OpenLane-V2 lane topology pictures (GT | prediction) and GIFs per segment."""
-    from perception.visualization.lanes import frame_attributes, render_lane_comparison, save_lane_animation
+    from perception.visualization.lanes import frame_attributes, render_lane_comparison
 
     parser = argparse.ArgumentParser(
         prog="visualize.py lanes",
@@ -331,7 +331,7 @@ def lanes_main(argv: list[str]) -> int:
                 if args.gif:
                     pictures.append(picture)
             if args.gif:
-                gif = save_lane_animation(pictures, out / f"{_key_stem(segment)}.gif")
+                gif = save_scene_animation(pictures, out / f"{_key_stem(segment)}.gif", max_width=1600)
                 print(f"wrote {gif}")
     except _UsageError as err:
         print(f"visualize.py lanes: error: {err}", file=sys.stderr)

@@ -11,7 +11,6 @@ from .lanes import (
     lane_scene_gif,
     project_lane,
     render_lane_comparison,
-    save_lane_animation,
     select_confident,
 )
 from .occupancy import (
@@ -42,7 +41,6 @@ __all__ = [
     "render_occupancy_3d",
     "render_occupancy_comparison",
     "render_sample",
-    "save_lane_animation",
     "save_scene_animation",
     "select_confident",
 ]

@@ -536,25 +536,6 @@ def render_lane_comparison(
     return canvas
 
 
-def save_lane_animation(
-    images: Sequence[Image.Image], path: str | Path, fps: float = 2.0, max_width: int = 1600
-) -> Path:
-    """Animated GIF of lane pictures (``save_scene_animation``): pictures of different sizes (a frame
-    without its camera image) are padded to the largest on the panel background first."""
-    images = list(images)
-    if not images:
-        raise ValueError("save_lane_animation needs at least one picture")
-    w, h = max(im.width for im in images), max(im.height for im in images)
-    padded = []
-    for im in images:
-        if im.size != (w, h):
-            full = Image.new("RGB", (w, h), BEV_BACKGROUND)
-            full.paste(im.convert("RGB"), (0, 0))
-            im = full
-        padded.append(im)
-    return save_scene_animation(padded, path, fps=fps, max_width=max_width)
-
-
 def lane_scene_gif(
     frames: Sequence[tuple],
     path: str | Path,
@@ -580,4 +561,4 @@ def lane_scene_gif(
         )
         for i, (gt, pred, image, e2i) in enumerate(items)
     ]
-    return save_lane_animation(images, path, fps=fps)
+    return save_scene_animation(images, path, fps=fps, max_width=1600)

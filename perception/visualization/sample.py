@@ -135,13 +135,22 @@ def render_sample(
     return picture
 
 
+def _padded(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    full = Image.new("RGB", size, BEV_BACKGROUND)
+    full.paste(picture.convert("RGB"), (0, 0))
+    return full
+
+
 def save_scene_animation(
     frames: Sequence[Image.Image], path: str | Path, fps: float = 2.0, max_width: int = 1280
 ) -> Path:
     """Animated GIF (Pillow) of per-sample pictures, downscaled to ``max_width``; 2 fps matches the
-    key-frame rate."""
+    key-frame rate. Pictures of different sizes (e.g. a frame drawn without its camera image) are
+    padded bottom/right to the largest on the panel background, so none is distorted."""
     if not frames:
         raise ValueError("save_scene_animation needs at least one frame")
+    size = (max(f.width for f in frames), max(f.height for f in frames))
+    frames = [f if f.size == size else _padded(f, size) for f in frames]
     if frames[0].width > max_width:
         size = (max_width, round(frames[0].height * max_width / frames[0].width))
         frames = [f.resize(size, Image.LANCZOS) for f in frames]

@@ -2,9 +2,9 @@
 # x in [-51.2, 51.2] m, y in [-25.6, 25.6] m and z in [-2.3, 1.7] m, a 3-layer encoder, one frame, and the
 # lane-topology head: 200 centerline queries of 11 points over OpenLane-V2's lane range, 100
 # traffic-element queries on the front camera's 4 FPN levels, 6 decoder layers each, topology MLPs.
-# Schedule: AdamW 2e-4 (backbone x0.1), cosine decay, 24 epochs. The backbone is set per variant; the
+# Schedule: BEVFormer's (bevformer_v2_model_v1_schedule.py). The backbone is set per variant; the
 # number of cameras comes from the dataset (num_cameras).
-_base_ = ["../../bev/_base_/bevformer_v2_model.py"]
+_base_ = ["../../bev/_base_/bevformer_v2_model_v1_schedule.py"]
 
 bev_grid = dict(x_range=(-51.2, 51.2), y_range=(-25.6, 25.6), z_range=(-2.3, 1.7), resolution=0.512)
 num_frames = 1
@@ -18,10 +18,3 @@ model = dict(
     heads=dict(lanes=dict(type="LaneTopologyHead", num_points=11, num_lane_queries=200, num_te_queries=100,
                           num_layers=6, num_heads=8, ffn_dims=512, dropout=0.1, te_levels=4, topology_dims=128)),
 )
-optim_wrapper = dict(optimizer=dict(lr=2e-4, weight_decay=0.01),
-                     paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)}))
-param_scheduler = [
-    dict(type="LinearLR", start_factor=1.0 / 3, by_epoch=False, begin=0, end=500),
-    dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end={{_base_.max_epochs}}, T_max={{_base_.max_epochs}},
-         eta_min_ratio=1e-3),
-]

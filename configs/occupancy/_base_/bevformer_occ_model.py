@@ -4,8 +4,9 @@
 # occupancy head (in_channels from the spine) lifting the BEV to 16 x 16 heights, two 3D convs, 18 classes.
 # The published head trains cross-entropy on all voxels without class weights; the challenge lesson
 # (+10-15 mIoU) is loss_mask="camera" with Lovasz: set model.heads.occupancy.loss_mask=camera
-# model.heads.occupancy.loss_lovasz_weight=1.0. The backbone is set per variant.
-_base_ = ["../../bev/_base_/bevformer_v2_model.py"]
+# model.heads.occupancy.loss_lovasz_weight=1.0. Schedule: BEVFormer's (bevformer_v2_model_v1_schedule.py).
+# The backbone is set per variant.
+_base_ = ["../../bev/_base_/bevformer_v2_model_v1_schedule.py"]
 
 bev_grid = dict(x_range=(-40.0, 40.0), y_range=(-40.0, 40.0), z_range=(-1.0, 5.4), resolution=0.4)
 num_frames = 4
@@ -21,12 +22,3 @@ model = dict(
                               height_channels=16, num_3d_convs=2, classifier_channels=64, loss_mask="none",
                               loss_lovasz_weight=0.0)),
 )
-
-# BEVFormer's schedule: AdamW 2e-4 (backbone x0.1), cosine decay with 500 warm-up iterations, 24 epochs.
-optim_wrapper = dict(optimizer=dict(lr=2e-4, weight_decay=0.01),
-                     paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)}))
-param_scheduler = [
-    dict(type="LinearLR", start_factor=1.0 / 3, by_epoch=False, begin=0, end=500),
-    dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end={{_base_.max_epochs}}, T_max={{_base_.max_epochs}},
-         eta_min_ratio=1e-3),
-]

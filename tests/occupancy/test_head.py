@@ -11,13 +11,14 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import occupancy  # noqa: F401  (registers OccupancyHead)
 from backbones import InternImage
 from bev.encoder import BEVEncoder
 from bev.model import BEVFormerV2
 from bev.spine import SpineOutput
-from occupancy.head import OccupancyHead, resample_bev
+from occupancy.head import FeatureGridLogits, OccupancyHead, resample_bev
 from occupancy.losses import class_weights_from_frequencies, lovasz_softmax
 from perception.engine import MODELS
 from perception.evaluation.occupancy import check_semantics, confusion_matrix, miou_from_confusion
@@ -232,7 +233,7 @@ def test_a_coarser_feature_grid_upsamples_logits_to_the_voxel_centres():
     bev = torch.from_numpy(np.stack([2 * x - 3 * y + 1, 0.5 * x + y]))[None]  # heights 0 and 1
     spine = SpineOutput(bev=bev, features=[], ego2img=torch.eye(4).expand(1, 6, 4, 4), image_size=(8, 8),
                         valid_region=None, grid=head.feature_grid)
-    logits = head(spine)
+    logits = head.eval()(spine)
     assert logits.shape == (1, 18, 16, 16, 2)
     vx = grid.x_range[0] + (np.arange(16) + 0.5) * 0.5
     vy = grid.y_range[0] + (np.arange(16) + 0.5) * 0.5
@@ -240,6 +241,12 @@ def test_a_coarser_feature_grid_upsamples_logits_to_the_voxel_centres():
     cx, cy = np.meshgrid(cx, cy, indexing="ij")
     expected = np.stack([2 * cx - 3 * cy + 1, 0.5 * cx + cy], -1)
     np.testing.assert_allclose(logits[0, 1].detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+    # In training the logits stay on the feature grid; read at every voxel they are the same function.
+    coarse = head.train()(spine)
+    assert isinstance(coarse, FeatureGridLogits) and coarse.voxel_shape == (16, 16, 2)
+    b, x, y, z = (i.flatten() for i in torch.meshgrid(*(torch.arange(n) for n in (1, 16, 16, 2)), indexing="ij"))
+    at = coarse.at(b, x, y, z)[:, 1].view(16, 16, 2)
+    np.testing.assert_allclose(at.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="does not divide"):
         OccupancyHead(2, voxel_grid=grid, feature_resolution=3.0)
 
@@ -402,3 +409,41 @@ def test_config_builds_the_head_with_the_spine_grid():
     assert OccupancyHead(DIMS).voxel_grid == OCC3D_GRID
     with pytest.raises(ValueError, match="loss_mask"):
         OccupancyHead(DIMS, loss_mask="visible")
+
+
+@pytest.mark.parametrize("coarse_xy", [(100, 100), (40, 50), (3, 7)])
+def test_logits_read_at_sampled_voxels_equal_torchs_bilinear_upsampling(coarse_xy):
+    """FeatureGridLogits.at (4 taps per voxel, what the training loss reads) against F.interpolate over the
+    whole volume (torch's own bilinear, align_corners=False), also at ratios that are not whole numbers."""
+    generator = torch.Generator().manual_seed(1)
+    coarse = torch.randn(2, 5, 3, *coarse_xy, dtype=torch.float64, generator=generator)
+    logits = FeatureGridLogits(coarse, (200, 200, 3))
+    expected = F.interpolate(coarse.flatten(1, 2), size=(200, 200), mode="bilinear", align_corners=False)
+    expected = expected.view(2, 5, 3, 200, 200).permute(0, 1, 3, 4, 2)
+    b, x, y, z = (torch.randint(0, n, (4000,), generator=generator) for n in (2, 200, 200, 3))
+    torch.testing.assert_close(logits.at(b, x, y, z), expected[b, :, x, y, z], rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits.dense(), expected, rtol=0, atol=0)
+
+
+def test_the_training_loss_on_the_feature_grid_equals_the_loss_on_upsampled_logits():
+    """The same head, same weights and targets: the loss read from the feature grid (training) equals the
+    loss on the dense upsampled logits (eval), values and gradients."""
+    grid = BEVGrid((-4.0, 4.0), (-4.0, 4.0), (0.0, 1.0), 0.5, z_resolution=0.5)
+    torch.manual_seed(0)
+    head = OccupancyHead(6, voxel_grid=grid, feature_resolution=2.0, mid_channels=8, height_channels=4,
+                         classifier_channels=8, norm="none", loss_mask="none").double()
+    bev = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    spine = SpineOutput(bev=bev, features=[], ego2img=torch.eye(4).expand(2, 6, 4, 4), image_size=(8, 8),
+                        valid_region=None, grid=head.feature_grid)
+    labels = torch.randint(0, 18, (2, 16, 16, 2))
+    targets = BatchTargets(dict(occ_semantics=labels), 2)
+    losses = []
+    for training in (True, False):
+        head.zero_grad()
+        outputs = head.train(training)(spine)
+        loss = sum(head.loss(outputs, targets).values())
+        loss.backward()
+        losses.append((loss.detach(), [p.grad.clone() for p in head.parameters()]))
+    torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(losses[0][1], losses[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

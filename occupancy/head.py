@@ -13,10 +13,12 @@ Data flow of :class:`OccupancyHead`:
 2. **Channel-to-height.** A 2D conv stack maps the resampled BEV to ``height_channels * Z`` channels,
    viewed as (B, height_channels, Z, X, Y): channel ``c * Z + z`` becomes feature c of height z.
 3. Optionally ``num_3d_convs`` blocks of Conv3d 3x3x3 + norm + ReLU over that volume.
-4. A per-voxel classifier (1x1x1 convs) gives logits; when the feature grid is coarser than the voxel
-   grid they are upsampled bilinearly in x/y onto the voxel grid's cell centres (both grids span the
-   same range, so ``align_corners=False`` interpolation places every centre at its metric position).
-   Logits are laid out (B, num_classes, X, Y, Z), the index order of the Occ3D labels ``[x, y, z]``.
+4. A per-voxel classifier (1x1x1 convs, run as matrix products) gives logits on the feature grid; when
+   it is coarser than the voxel grid they are upsampled bilinearly in x/y onto the voxel grid's cell
+   centres (both grids span the same range, so ``align_corners=False`` interpolation places every
+   centre at its metric position). Logits are laid out (B, num_classes, X, Y, Z), the index order of
+   the Occ3D labels ``[x, y, z]``. In training they stay on the feature grid and the losses read them
+   at the sampled voxels only (:class:`FeatureGridLogits`).
 """
 
 from __future__ import annotations
@@ -105,10 +107,10 @@ def feature_grid(voxel_grid: BEVGrid, resolution: float | None) -> BEVGrid:
 
 @dataclass(frozen=True)
 class FeatureGridLogits:
-    """Occupancy logits on the head's feature grid, ``coarse`` (B, classes, Z, X', Y'), for a voxel grid of
-    ``voxel_shape`` (X, Y, Z) over the same range: bilinear in x/y at ``align_corners=False`` (each
-    voxel centre at its metric position), either for every voxel (:meth:`dense`) or for a few
-    (:meth:`at`), with the same values."""
+    """Occupancy logits on the head's feature grid, ``coarse`` (B, Z, X', Y', classes) with the classes
+    last, for a voxel grid of ``voxel_shape`` (X, Y, Z) over the same range: bilinear in x/y at
+    ``align_corners=False`` (each voxel centre at its metric position), either for every voxel
+    (:meth:`dense`) or for a few (:meth:`at`), with the same values."""
 
     coarse: Tensor
     voxel_shape: tuple[int, int, int]
@@ -119,23 +121,26 @@ class FeatureGridLogits:
 
     def dense(self) -> Tensor:
         """(B, classes, X, Y, Z) on the voxel grid."""
-        b, classes, nz = self.coarse.shape[:3]
+        b, nz, _, _, classes = self.coarse.shape
         # 2D interpolation over the (classes x Z) planes: several times faster on CPU than the
         # equivalent trilinear call at unchanged depth.
-        planes = F.interpolate(self.coarse.flatten(1, 2), size=self.voxel_shape[:2], mode="bilinear",
-                               align_corners=False)
+        planes = self.coarse.permute(0, 4, 1, 2, 3).flatten(1, 2)
+        if planes.shape[-2:] != self.voxel_shape[:2]:
+            planes = F.interpolate(planes, size=self.voxel_shape[:2], mode="bilinear", align_corners=False)
         return planes.view(b, classes, nz, *self.voxel_shape[:2]).permute(0, 1, 3, 4, 2)
 
     def at(self, b: Tensor, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
-        """(N, classes) at the voxels (b, x, y, z): what :meth:`dense` holds there, from 4 coarse cells each."""
+        """(N, classes) at the voxels (b, x, y, z): what :meth:`dense` holds there, from 4 coarse cells each,
+        gathered as rows of the classes-last volume in one call."""
+        _, nz, cx, cy, classes = self.coarse.shape
         (x0, x1, wx), (y0, y1, wy) = (_linear_taps(i, fine, coarse) for i, fine, coarse in
-                                      ((x, self.voxel_shape[0], self.coarse.shape[3]),
-                                       (y, self.voxel_shape[1], self.coarse.shape[4])))
-        c = self.coarse
-        wx, wy = wx[:, None].to(c.dtype), wy[:, None].to(c.dtype)
-        top = c[b, :, z, x0, y0] * (1 - wy) + c[b, :, z, x0, y1] * wy
-        bottom = c[b, :, z, x1, y0] * (1 - wy) + c[b, :, z, x1, y1] * wy
-        return top * (1 - wx) + bottom * wx
+                                      ((x, self.voxel_shape[0], cx), (y, self.voxel_shape[1], cy)))
+        plane = (b * nz + z) * cx
+        rows = torch.cat([(plane + xi) * cy + yi for xi in (x0, x1) for yi in (y0, y1)])
+        taps = self.coarse.reshape(-1, classes).index_select(0, rows).view(4, -1, classes)
+        wx, wy = wx.to(taps.dtype)[:, None], wy.to(taps.dtype)[:, None]
+        weights = torch.stack([(1 - wx) * (1 - wy), (1 - wx) * wy, wx * (1 - wy), wx * wy])
+        return (taps * weights).sum(0)
 
 
 def _linear_taps(index: Tensor, fine: int, coarse: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -149,19 +154,20 @@ def _linear_taps(index: Tensor, fine: int, coarse: int) -> tuple[Tensor, Tensor,
 
 
 def _pointwise(classifier: nn.Module, volume: Tensor) -> Tensor:
-    """``classifier`` (1x1x1 Conv3d layers and activations) applied to ``volume`` (B, C, Z, X, Y) as
-    matrix products over the flattened voxels: the same result, and on CPU several times faster than
-    the 1x1x1 convolutions, which oneDNN runs at a few GFLOP/s."""
-    b, _, *spatial = volume.shape
-    x = volume.flatten(2)
+    """``classifier`` (1x1x1 Conv3d layers and activations) applied to ``volume`` (B, C, Z, X, Y), as
+    matrix products over the voxels laid out classes last: (B, Z, X, Y, classes). The same values as
+    the convolutions, which oneDNN runs at a few GFLOP/s on CPU, at a fraction of their cost."""
+    x = volume.permute(0, 2, 3, 4, 1)
+    spatial = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
     for layer in classifier.modules() if isinstance(classifier, nn.Sequential) else [classifier]:
         if isinstance(layer, nn.Conv3d):
-            x = torch.matmul(layer.weight.flatten(1), x)
-            if layer.bias is not None:
-                x = x + layer.bias[:, None]
+            if layer.kernel_size != (1, 1, 1):
+                raise ValueError(f"the per-voxel classifier takes 1x1x1 convolutions, got {layer.kernel_size}")
+            x = F.linear(x, layer.weight.flatten(1), layer.bias)
         elif not isinstance(layer, nn.Sequential):
             x = layer(x)
-    return x.view(b, -1, *spatial)
+    return x.view(*spatial, -1)
 
 
 def _norm(kind: str, channels: int, dims: int) -> nn.Module:
@@ -273,18 +279,16 @@ class OccupancyHead(TaskHead):
     def forward(self, spine: SpineOutput) -> Tensor | FeatureGridLogits:
         """Logits (B, num_classes, X, Y, Z) on the head's voxel grid.
 
-        In training, when the feature grid is coarser than the voxel grid, the logits stay on the feature
-        grid (:class:`FeatureGridLogits`): the losses need them at a few sampled voxels only, and
-        upsampling the whole volume first cost a quarter of the tiny model's step on CPU."""
+        In training the logits stay on the feature grid, classes last (:class:`FeatureGridLogits`): the
+        losses read them at the sampled voxels only, and upsampling and gathering the whole volume
+        first cost a quarter of the tiny multi-task model's step on CPU."""
         bev = resample_bev(spine.bev, spine.grid, self.feature_grid)
         b, _, nx, ny = bev.shape
         nz = self.voxel_grid.voxel_shape[2]
         volume = self.bev_convs(bev).view(b, self.height_channels, nz, nx, ny)  # channel c·Z + z -> (c, z)
-        logits = _pointwise(self.classifier, self.voxel_convs(volume))  # (B, classes, Z, X', Y')
-        if self.feature_grid == self.voxel_grid:
-            return logits.permute(0, 1, 3, 4, 2)
-        coarse = FeatureGridLogits(logits, self.voxel_grid.voxel_shape)
-        return coarse if self.training else coarse.dense()
+        logits = FeatureGridLogits(_pointwise(self.classifier, self.voxel_convs(volume)),  # (B, Z, X', Y', classes)
+                                   self.voxel_grid.voxel_shape)
+        return logits if self.training else logits.dense()
 
     # -- loss -----------------------------------------------------------------------------------
     def _voxel_targets(self, logits: Tensor | FeatureGridLogits, targets: BatchTargets) -> tuple[Tensor, Tensor]:

@@ -200,7 +200,7 @@ def test_logits_are_laid_out_as_the_labels_x_y_z():
     bev = torch.randn(2, 3, 8, 4)
     spine = SpineOutput(bev=bev, features=[], ego2img=torch.eye(4).expand(2, 6, 4, 4), image_size=(8, 8),
                         valid_region=None, grid=grid)
-    logits = head(spine)
+    logits = head.eval()(spine)
     assert logits.shape == (2, 18, 8, 4, 3)
     torch.testing.assert_close(logits[:, 1], bev.permute(0, 2, 3, 1))
     assert bool((logits[:, 0] == 0).all())
@@ -416,8 +416,8 @@ def test_logits_read_at_sampled_voxels_equal_torchs_bilinear_upsampling(coarse_x
     """FeatureGridLogits.at (4 taps per voxel, what the training loss reads) against F.interpolate over the
     whole volume (torch's own bilinear, align_corners=False), also at ratios that are not whole numbers."""
     generator = torch.Generator().manual_seed(1)
-    coarse = torch.randn(2, 5, 3, *coarse_xy, dtype=torch.float64, generator=generator)
-    logits = FeatureGridLogits(coarse, (200, 200, 3))
+    coarse = torch.randn(2, 5, 3, *coarse_xy, dtype=torch.float64, generator=generator)  # (B, classes, Z, X', Y')
+    logits = FeatureGridLogits(coarse.permute(0, 2, 3, 4, 1), (200, 200, 3))
     expected = F.interpolate(coarse.flatten(1, 2), size=(200, 200), mode="bilinear", align_corners=False)
     expected = expected.view(2, 5, 3, 200, 200).permute(0, 1, 3, 4, 2)
     b, x, y, z = (torch.randint(0, n, (4000,), generator=generator) for n in (2, 200, 200, 3))

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated heads on one spine: detection, occupancy, lanes, "
                              "detection,occupancy or detection,occupancy,lanes")
     parser.add_argument("--config", default=None, help="a config of your own (default: the tiny one of --tasks)")
+    parser.add_argument("--schedule", choices=("budget", "config"), default="budget",
+                        help="budget: warm-up, then a cosine over the time budget to 5%% of the rate (the "
+                             "TimeBudgetHook, docs/bev.md); config: the config's param_scheduler")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--samples-per-scene", type=int, default=20)
@@ -79,6 +82,8 @@ def build_runner(args: argparse.Namespace, world: Path, work_dir: Path):
     from mmengine.runner import Runner
 
     cfg = load_config(args.config, args.cfg_options, str(work_dir), seed=args.seed)
+    if args.schedule == "budget":
+        cfg.param_scheduler = None  # the TimeBudgetHook sets the rate (main())
     for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val"), ("test_dataloader", "val")):
         cfg[loader].dataset.data_root = str(world)
         cfg[loader].dataset.ann_file = str(world / f"nuscenes_infos_{split}.pkl")
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     untrained = runner.val()
     evaluation_s = time.monotonic() - evaluation_start
     train_minutes = training_minutes(args.max_minutes, time.monotonic() - start, evaluation_s)
-    runner.register_hook(TimeBudgetHook(train_minutes))
+    runner.register_hook(TimeBudgetHook(train_minutes, anneal=args.schedule == "budget"))
     print(f"[demo] training for up to {train_minutes:.1f} min (an evaluation took {evaluation_s:.0f} s)")
     runner.train()
     print("[demo] evaluating the trained model")

@@ -7,7 +7,9 @@ A transform takes and returns the ``results`` dict built by :class:`~perception.
   ``imgs`` (Ncam arrays H_c x W_c x 3, uint8 until normalised; cameras may differ in size),
   ``intrinsics`` (Ncam, 3, 3), ``cam2ego`` (Ncam, 4, 4), ``ego2img`` (Ncam, 4, 4), ``img_aug``
   (Ncam, 4, 4), ``ego2global`` (4, 4), ``prev2curr`` (4, 4: this frame's ego -> the current ego) and,
-  once padded, ``valid_hw`` (Ncam, 2) (rows, cols) of real image;
+  once padded, ``valid_hw`` (Ncam, 2) (rows, cols) of real image; ``native_sizes`` (Ncam (w, h), from
+  ``LoadMultiViewImages``: each file's full size, which may exceed the decoded image's, see its
+  ``decode_scale``; ``ResizeCropFlipImage`` resizes relative to it and removes it);
 * ``bev_aug`` (4, 4), ``label_types`` (the label types the dataset loaded, see
   :mod:`perception.data.labels`) and the current frame's ground truth (``gt_boxes`` (N, 9),
   ``gt_labels``, optional occupancy, lanes, ...).
@@ -30,14 +32,17 @@ coordinates and ``ego2img`` stay valid. The sample carries
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import simplejpeg
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from perception.engine.registry import TRANSFORMS
 from perception.structures.boxes import bev_aug_matrix
@@ -72,42 +77,133 @@ class ImageLoadError(RuntimeError):
     """An input image is missing or unreadable (the message names the file and the sample token)."""
 
 
-def _read_image(path: str, token: str) -> np.ndarray:
+class DecodedImage(NamedTuple):
+    """One decoded camera image: RGB uint8 ``image``, the file's full ``native_size`` (w, h) and the
+    JPEG DCT ``factor`` M/8 it was decoded at (1.0: full size)."""
+
+    image: np.ndarray
+    native_size: tuple[int, int]
+    factor: float
+
+
+def dct_numerator(scale: float | None) -> int:
+    """M of the smallest JPEG DCT scale M/8 (M = 1..8) that is at least ``scale`` (8: full size)."""
+    if scale is None or scale >= 1:
+        return 8
+    if scale <= 0:
+        raise ValueError(f"decode_scale must be > 0, got {scale}")
+    return max(1, math.ceil(scale * 8 - 1e-9))
+
+
+def _decode_jpeg(data: bytes, numerator: int) -> DecodedImage | None:
+    """libjpeg-turbo (simplejpeg) decode at the DCT scale numerator/8; None for colour spaces it cannot
+    turn into RGB (CMYK). A DCT-scaled decode samples the pixel grid at exactly numerator/8 (pixel
+    centres at half-integers, docs/data.md "Loader speed")."""
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    if colorspace in ("CMYK", "YCCK"):
+        return None
+    size = (-(-width * numerator // 8), -(-height * numerator // 8))
+    image = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=size[0], min_height=size[1])
+    if (image.shape[1], image.shape[0]) != size:
+        raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, not the {numerator}/8 scale's {size}")
+    return DecodedImage(image, (width, height), numerator / 8)
+
+
+def _decode_pil(path: str) -> DecodedImage:
+    with Image.open(path) as im:
+        im.load()
+        rgb = im if im.mode == "RGB" else im.convert("RGB")
+        return DecodedImage(np.asarray(rgb), rgb.size, 1.0)
+
+
+def read_image(path: str, token: str, numerator: int = 8) -> DecodedImage:
+    """Decode one camera image: JPEG through libjpeg-turbo at the DCT scale ``numerator``/8; other formats,
+    and JPEGs libjpeg-turbo refuses, at full size through PIL. Errors name the file and the sample."""
     if not Path(path).exists():
         raise ImageLoadError(f"image {path} of sample {token} does not exist")
+    turbo_error = None
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        data = Path(path).read_bytes()
+        decoded = _decode_jpeg(data, numerator) if data[:2] == b"\xff\xd8" else None
+    except (OSError, ValueError) as err:  # simplejpeg raises ValueError for corrupt or truncated data
+        decoded, turbo_error = None, err
+    if decoded is not None:
+        return decoded
+    try:
+        return _decode_pil(path)
     except Exception as err:  # PIL raises several types for corrupt files
-        raise ImageLoadError(f"image {path} of sample {token} is corrupt or unreadable: {err}") from err
+        also = f" (libjpeg-turbo: {turbo_error})" if turbo_error is not None else ""
+        raise ImageLoadError(f"image {path} of sample {token} is corrupt or unreadable: {err}{also}") from err
 
 
 @TRANSFORMS.register_module()
 class LoadMultiViewImages:
-    """Read every camera image of every frame (RGB uint8) with a thread pool."""
+    """Read every camera image of every frame (RGB uint8) with a thread pool.
 
-    def __init__(self, num_workers: int = 6) -> None:
+    ``decode_scale`` (one factor, or {camera name: factor}; None: full size) is the largest factor by which
+    the pipeline later resizes the camera's native image (e.g. ``ResizeCropFlipImage``'s largest scale).
+    JPEGs are then decoded at the smallest DCT scale M/8 >= it, which costs a fraction of a full decode,
+    and that exact scale is folded into ``ego2img`` / ``intrinsics`` / ``img_aug`` (and the label types'
+    image-space parts). ``frame['native_sizes']`` keeps each file's full (w, h), so that
+    ``ResizeCropFlipImage`` still resizes relative to the native image (docs/data.md "Loader speed")."""
+
+    def __init__(self, num_workers: int = 6, decode_scale: float | Mapping[str, float] | None = None) -> None:
         self.num_workers = num_workers
+        self.decode_scale = dict(decode_scale) if isinstance(decode_scale, Mapping) else decode_scale
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
+
+    def numerator(self, camera: str) -> int:
+        scale = self.decode_scale
+        if isinstance(scale, dict):
+            if camera not in scale:
+                raise ValueError(f"LoadMultiViewImages: decode_scale names no factor for camera {camera!r}")
+            scale = scale[camera]
+        return dct_numerator(scale)
 
     def __call__(self, results: dict) -> dict:
-        if self._pool is None:  # created lazily so the transform pickles into DataLoader workers
+        # Created lazily, per process: it pickles into spawned DataLoader workers, and a forked worker
+        # (whose copy of the pool has no threads) makes its own.
+        if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="load_images")
-        jobs = [
-            (f, path, frame["token"])
-            for f, frame in enumerate(results["frames"])
-            for path in frame["img_paths"]
-        ]
-        images = list(self._pool.map(lambda job: _read_image(job[1], job[2]), jobs))
-        k = 0
-        for frame in results["frames"]:
-            n = len(frame["img_paths"])
-            frame["imgs"] = images[k : k + n]
-            k += n
+            self._pool_pid = os.getpid()
+        frames = results["frames"]
+        names = _camera_names(results, len(frames[-1]["img_paths"]))
+        numerators = [self.numerator(n) for n in names]
+        jobs = [(path, frame["token"], numerators[c]) for frame in frames for c, path in enumerate(frame["img_paths"])]
+        decoded = list(self._pool.map(lambda job: read_image(*job), jobs))
+        for f, frame in enumerate(frames):
+            part = decoded[f * len(names) : (f + 1) * len(names)]
+            frame["imgs"] = [d.image for d in part]
+            frame["native_sizes"] = [d.native_size for d in part]
+            if any(d.factor != 1.0 for d in part):
+                _fold_decode_scale(results, frame, names, part, current=f == len(frames) - 1)
         return results
 
     def __getstate__(self):
-        return dict(self.__dict__, _pool=None)
+        return dict(self.__dict__, _pool=None, _pool_pid=None)
+
+
+def _camera_names(results: dict, count: int) -> list[str]:
+    return list(results.get("cameras") or [f"camera{c}" for c in range(count)])
+
+
+def _fold_decode_scale(results: dict, frame: dict, names: list[str], part: list[DecodedImage], current: bool) -> None:
+    """Fold each camera's DCT scale (a resize by exactly ``factor``) into the frame's matrices and, for the
+    current frame, into the label types' image-space parts."""
+    transforms = [
+        CameraImageTransform(
+            (d.factor, d.factor), (0, 0), False, (d.image.shape[1], d.image.shape[0]), image_aug_matrix(d.factor)
+        )
+        for d in part
+    ]
+    aug = np.stack([t.matrix for t in transforms])
+    frame["img_aug"] = aug @ frame["img_aug"]
+    frame["ego2img"] = aug @ frame["ego2img"]
+    frame["intrinsics"] = aug[..., :3, :3] @ frame["intrinsics"]
+    if current:
+        for label in active_label_types(results):
+            label.image_transform(results, dict(zip(names, transforms)))
 
 
 @TRANSFORMS.register_module()
@@ -187,11 +283,11 @@ class ResizeCropFlipImage(RandomTransform):
 
     def __call__(self, results: dict) -> dict:
         frames = results["frames"]
-        names = list(results.get("cameras") or [f"camera{c}" for c in range(len(frames[-1]["imgs"]))])
+        names = _camera_names(results, len(frames[-1]["imgs"]))
         if isinstance(self.final_size, dict) and "cameras" not in results:
             raise ValueError("ResizeCropFlipImage with per-camera final_size needs results['cameras']")
         outs = [self.out_size(n) for n in names]
-        natives = [(img.shape[1], img.shape[0]) for img in frames[-1]["imgs"]]
+        natives = _native_sizes(frames[-1])
         lo, hi = self.scale_range
         draw = float(self.rng.uniform(lo, hi)) if self.training else (lo + hi) / 2
         ref_ratio = outs[0][0] / natives[0][0]
@@ -207,9 +303,9 @@ class ResizeCropFlipImage(RandomTransform):
         for frame in frames:
             transforms = [
                 self.camera_transform(
-                    img.shape[1], img.shape[0], scale_of(img.shape[1], out[0]), out, offset, slack, flip
+                    img.shape[1], img.shape[0], scale_of(native[0], out[0]), out, offset, slack, flip, native
                 )
-                for img, out in zip(frame["imgs"], outs)
+                for img, out, native in zip(frame["imgs"], outs, _native_sizes(frame))
             ]
             frame["imgs"] = [self._apply(img, t) for img, t in zip(frame["imgs"], transforms)]
             aug = np.stack([t.matrix for t in transforms])
@@ -219,18 +315,30 @@ class ResizeCropFlipImage(RandomTransform):
             frame["ego2img"] = aug @ frame["ego2img"]
             frame["intrinsics"] = aug[..., :3, :3] @ frame["intrinsics"]
             frame.pop("valid_hw", None)
+            frame.pop("native_sizes", None)  # the output is the next transform's native image
             current = dict(zip(names, transforms))
         for label in active_label_types(results):
             label.image_transform(results, current)
         return results
 
     def camera_transform(
-        self, width: int, height: int, scale: float, out: tuple[int, int], offset: int | None, slack: int, flip: bool
+        self,
+        width: int,
+        height: int,
+        scale: float,
+        out: tuple[int, int],
+        offset: int | None,
+        slack: int,
+        flip: bool,
+        native: tuple[int, int] | None = None,
     ) -> CameraImageTransform:
         """One image's resize (integer size), crop and flip; ``offset`` is the crop offset drawn over the
-        largest horizontal ``slack`` (None: centred)."""
+        largest horizontal ``slack`` (None: centred). ``scale`` applies to the ``native`` (w, h) image (default:
+        the input's ``width`` x ``height``); an input decoded smaller (``LoadMultiViewImages(decode_scale=)``)
+        is resized to the same integer size."""
         out_w, out_h = out
-        scaled_w, scaled_h = int(round(width * scale)), int(round(height * scale))
+        native_w, native_h = native if native is not None else (width, height)
+        scaled_w, scaled_h = int(round(native_w * scale)), int(round(native_h * scale))
         crop_y = max(0, scaled_h - out_h)  # keep the bottom (the road) as BEVDet does
         free_x = scaled_w - out_w
         if free_x <= 0:
@@ -239,28 +347,53 @@ class ResizeCropFlipImage(RandomTransform):
             crop_x = free_x // 2
         else:
             crop_x = min(free_x, offset if free_x == slack else int(round(offset * free_x / slack)))
-        # The exact per-axis factors of the integer resize, so pixels and matrices agree.
+        # The exact per-axis factors of the integer resize of the input, so pixels and matrices agree.
         factors = (scaled_w / width, scaled_h / height)
         matrix = image_aug_matrix(factors, (crop_x, crop_y), flip, out_width=out_w)
         return CameraImageTransform(factors, (crop_x, crop_y), flip, (out_w, out_h), matrix)
 
     @staticmethod
     def _apply(img: np.ndarray, t: CameraImageTransform) -> np.ndarray:
-        pil = Image.fromarray(img)
-        size = (int(round(pil.size[0] * t.scale[0])), int(round(pil.size[1] * t.scale[1])))
-        if size != pil.size:
-            pil = pil.resize(size, Image.BILINEAR)
+        """Resize, crop and flip; only the kept region is resampled (PIL's ``box``: the filter of resizing
+        everything and cropping, pixels within 2 levels of it from fixed-point rounding); outside the
+        resized image is black."""
+        height, width = img.shape[:2]
+        size = (int(round(width * t.scale[0])), int(round(height * t.scale[1])))
         (x0, y0), (out_w, out_h) = t.crop, t.out_size
-        pil = pil.crop((x0, y0, x0 + out_w, y0 + out_h))  # pads with black if needed
-        if t.flip:
-            pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.asarray(pil)
+        x1, y1 = min(x0 + out_w, size[0]), min(y0 + out_h, size[1])
+        if size == (width, height):  # e.g. decoded at the pipeline's scale: crop (and flip) only
+            kept = img[y0:y1, x0:x1]
+        else:
+            box = (x0 * width / size[0], y0 * height / size[1], x1 * width / size[0], y1 * height / size[1])
+            kept = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))
+        if kept.shape[:2] != (out_h, out_w):
+            canvas = np.zeros((out_h, out_w, *kept.shape[2:]), dtype=kept.dtype)
+            canvas[: kept.shape[0], : kept.shape[1]] = kept
+            kept = canvas
+        return np.ascontiguousarray(kept[:, ::-1] if t.flip else kept)
+
+
+def _native_sizes(frame: dict) -> list[tuple[int, int]]:
+    """Each camera's native (w, h): the file's full size when ``LoadMultiViewImages`` recorded it, else
+    the image's own."""
+    sizes = frame.get("native_sizes")
+    return [tuple(s) for s in sizes] if sizes is not None else [(img.shape[1], img.shape[0]) for img in frame["imgs"]]
+
+
+# Luma weights of PIL's "L" conversion (ITU-R 601-2), the grey that contrast and saturation blend towards.
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @TRANSFORMS.register_module()
 class PhotometricAugmentation(RandomTransform):
     """Brightness, contrast, saturation and hue jitter, each with probability ``prob``, drawn per camera
-    (geometry untouched)."""
+    (geometry untouched).
+
+    The four are one colour matrix applied in one pass (rounded, clipped to 0..255 once, at the end):
+    brightness scales RGB by b; contrast blends with the image's mean luma (after brightness) by c;
+    saturation blends each pixel with its luma by s; hue rotates RGB about the grey axis by h turns
+    (h in [-hue, hue]; greys stay grey, +h turns red towards green as an HSV hue shift does).
+    Factors are drawn in the order brightness, contrast, saturation, hue (docs/data.md "Loader speed")."""
 
     def __init__(
         self,
@@ -280,22 +413,55 @@ class PhotometricAugmentation(RandomTransform):
             frame["imgs"] = [self._jitter(img) for img in frame["imgs"]]
         return results
 
+    def _draw(self, amount: float) -> float | None:
+        return float(self.rng.uniform(1 - amount, 1 + amount)) if self.rng.random() < self.prob else None
+
     def _jitter(self, img: np.ndarray) -> np.ndarray:
+        b, c, s = self._draw(self.brightness), self._draw(self.contrast), self._draw(self.saturation)
+        h = float(self.rng.uniform(-self.hue, self.hue)) if self.rng.random() < self.prob and self.hue > 0 else None
+        if b is None and c is None and s is None and h is None:
+            return img
         pil = Image.fromarray(img)
-        for enhancer, amount in (
-            (ImageEnhance.Brightness, self.brightness),
-            (ImageEnhance.Contrast, self.contrast),
-            (ImageEnhance.Color, self.saturation),
-        ):
-            if self.rng.random() < self.prob:
-                pil = enhancer(pil).enhance(float(self.rng.uniform(1 - amount, 1 + amount)))
-        if self.rng.random() < self.prob and self.hue > 0:
-            hsv = np.asarray(pil.convert("HSV")).copy()
-            hsv[..., 0] = (
-                hsv[..., 0].astype(np.int32) + int(self.rng.uniform(-self.hue, self.hue) * 255)
-            ) % 256
-            pil = Image.fromarray(hsv, "HSV").convert("RGB")
-        return np.asarray(pil)
+        mean_luma = None
+        if c is not None:
+            counts = np.asarray(pil.histogram(), dtype=np.float64).reshape(3, 256)
+            mean_luma = float(LUMA @ (counts @ np.arange(256)) / (img.shape[0] * img.shape[1]))
+        matrix = color_matrix(b, c, s, h, mean_luma)
+        return np.asarray(pil.convert("RGB", tuple(matrix[:3].ravel())))
+
+
+def color_matrix(
+    brightness: float | None,
+    contrast: float | None,
+    saturation: float | None,
+    hue: float | None,
+    mean_luma: float | None = None,
+) -> np.ndarray:
+    """The 4x4 affine RGB matrix of :class:`PhotometricAugmentation` (None: that jitter is off);
+    ``mean_luma`` is the input's mean luma, needed for contrast."""
+    mat = np.eye(4)
+    if brightness is not None:
+        mat = np.diag([brightness] * 3 + [1.0]) @ mat
+    if contrast is not None:
+        step = np.diag([contrast] * 3 + [1.0])
+        step[:3, 3] = (1 - contrast) * (mean_luma if brightness is None else brightness * mean_luma)
+        mat = step @ mat
+    if saturation is not None:
+        step = np.eye(4)
+        step[:3, :3] = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), LUMA)
+        mat = step @ mat
+    if hue is not None:
+        step = np.eye(4)
+        step[:3, :3] = _grey_axis_rotation(2 * np.pi * hue)
+        mat = step @ mat
+    return mat
+
+
+def _grey_axis_rotation(theta: float) -> np.ndarray:
+    """Rodrigues' rotation by ``theta`` about (1, 1, 1) / sqrt(3)."""
+    k = np.full(3, 1 / np.sqrt(3))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * np.outer(k, k)
 
 
 @TRANSFORMS.register_module()
@@ -370,10 +536,29 @@ class NormalizeMultiViewImages:
         self.mean, self.std = np.array(mean, np.float32), np.array(std, np.float32)
 
     def __call__(self, results: dict) -> dict:
-        for frame in results["frames"]:
-            frame["imgs"] = [(img.astype(np.float32) - self.mean) / self.std for img in frame["imgs"]]
+        frames = results["frames"]
+        shapes = {img.shape for frame in frames for img in frame["imgs"]}
+        if len(shapes) == 1 and len(next(iter(shapes))) == 3:
+            # One size: normalise into the (T, Ncam, C, H, W) array that PackBEVInputs then takes as is.
+            h, w, c = next(iter(shapes))
+            stack = np.empty((len(frames), len(frames[0]["imgs"]), c, h, w), dtype=np.float32)
+        else:
+            stack = None
+        for t, frame in enumerate(frames):
+            frame["imgs"] = [
+                self._normalize(img, None if stack is None else stack[t, n]) for n, img in enumerate(frame["imgs"])
+            ]
         results["img_norm"] = dict(mean=self.mean.tolist(), std=self.std.tolist())
         return results
+
+    def _normalize(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(x - mean) / std channel by channel into channel-first memory ``out`` (C, H, W), returned as its
+        (H, W, C) view: the arithmetic of the broadcast form without its slow 3-wide inner loop."""
+        out = np.empty((img.shape[2], *img.shape[:2]), dtype=np.float32) if out is None else out
+        for c in range(img.shape[2]):
+            np.subtract(img[..., c], self.mean[c], out=out[c], dtype=np.float32)
+            np.divide(out[c], self.std[c], out=out[c])
+        return out.transpose(1, 2, 0)
 
 
 def _image_hw(frame: dict) -> np.ndarray:
@@ -454,13 +639,11 @@ class PackBEVInputs:
         sizes = np.array([img.shape[:2] for f in frames for img in f["imgs"]])
         if len({tuple(hw) for hw in sizes}) > 1:
             _pad_images(frames, int(sizes[:, 0].max()), int(sizes[:, 1].max()))
-        img = np.stack([np.stack(f["imgs"]) for f in frames])  # (T, Ncam, H, W, 3)
-        if img.dtype == np.uint8:
-            img = img.astype(np.float32)
+        img = _stack_channel_first(frames)  # (T, Ncam, 3, H, W) float32
         stack = lambda key: torch.as_tensor(np.stack([f[key] for f in frames]), dtype=torch.float32)  # noqa: E731
         shape = results.get("img_shape", _largest_valid(frames))
         sample = dict(
-            img=torch.from_numpy(np.ascontiguousarray(img.transpose(0, 1, 4, 2, 3))),
+            img=torch.from_numpy(img),
             cams=dict(
                 intrinsics=stack("intrinsics"),
                 cam2ego=stack("cam2ego"),
@@ -468,7 +651,7 @@ class PackBEVInputs:
                 img_aug=stack("img_aug"),
                 valid_hw=torch.as_tensor(np.stack([f["valid_hw"] for f in frames]), dtype=torch.int64),
                 img_shape=tuple(int(v) for v in shape),
-                pad_shape=tuple(img.shape[2:4]),
+                pad_shape=tuple(img.shape[3:5]),
             ),
             ego=dict(
                 ego2global=stack("ego2global"),
@@ -490,3 +673,34 @@ class PackBEVInputs:
         for label in active_label_types(results):
             label.pack(results, sample)
         return sample
+
+
+def _stack_channel_first(frames: list[dict]) -> np.ndarray:
+    """Every frame's (H, W, C) camera images of one size -> one (T, Ncam, C, H, W) float32 array: the
+    array ``NormalizeMultiViewImages`` wrote them into when they are still its views, else a copy."""
+    shared = _shared_stack(frames)
+    if shared is not None:
+        return shared
+    first = frames[0]["imgs"][0]
+    out = np.empty((len(frames), len(frames[0]["imgs"]), first.shape[2], *first.shape[:2]), dtype=np.float32)
+    for t, frame in enumerate(frames):
+        for c, img in enumerate(frame["imgs"]):
+            out[t, c] = np.moveaxis(img, -1, 0)
+    return out
+
+
+def _shared_stack(frames: list[dict]) -> np.ndarray | None:
+    """The float32 (T, Ncam, C, H, W) array whose [t, c] (as (H, W, C) views) are exactly the frames'
+    images, or None (an image was replaced, padded, reordered or is not a view)."""
+    base = frames[0]["imgs"][0].base
+    if not isinstance(base, np.ndarray) or base.dtype != np.float32 or base.ndim != 5:
+        return None
+    if base.shape[:2] != (len(frames), len(frames[0]["imgs"])):
+        return None
+    for t, frame in enumerate(frames):
+        for c, img in enumerate(frame["imgs"]):
+            view = base[t, c].transpose(1, 2, 0)
+            same = img.base is base and img.shape == view.shape and img.strides == view.strides
+            if not same or img.__array_interface__["data"][0] != view.__array_interface__["data"][0]:
+                return None
+    return base

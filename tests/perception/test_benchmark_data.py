@@ -1,0 +1,52 @@
+"""tools/benchmark_data.py: a tiny world end to end (ratio and verdict lines), the stored H100 step time,
+the verdict arithmetic and the decode-scale choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tool_loader import load_tool
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return load_tool("benchmark_data")
+
+
+@pytest.mark.slow  # ~10 s: generates a 2-sample world, then two timed runs
+def test_tiny_case_prints_ratio_and_verdict_lines(tool, tmp_path, capsys):
+    argv = ["--data-dir", str(tmp_path), "--image-size", "96", "64", "--samples", "2", "--frames", "2",
+            "--workers", "0", "1", "--iters", "2", "--rounds", "1", "--final-size", "96", "32"]
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "6 cameras, 96x64 JPEG q90" in out and "2 frames x 6 cameras -> 96x32" in out
+    for workers in (0, 1):
+        assert f"ratio per core (workers={workers} vs PIL baseline):" in out
+    assert "needs 0.745 samples/s" in out and "rates scaled from 2 to 8 frames" in out
+    assert "verdict: one 8-core node" in out
+    assert tool.main(argv) == 0  # the second run reuses the cached world
+    assert "generating" not in capsys.readouterr().out
+
+
+def test_stored_step_time_is_the_internimage_b_measurement(tool):
+    step = tool.stored_step(tool.DEFAULT_CONFIG)
+    assert (step.ms, step.batch, step.frames) == (1342.1, 1, 8)
+    assert step.source == "docs/measurements/h100-2026-11-24/model_f95447b.log"
+    assert tool.stored_step("configs/bev/no_such_config.py") is None
+
+
+def test_verdict_arithmetic(tool):
+    step = tool.StepTime(ms=1000.0, batch=2, frames=8, source="--step-ms")  # needs 2 samples/s
+    feeds = tool.verdict(step, cpu_rate=1.2, wall_rate=1.0, frames=2, cores=8)  # 8 x 1.2 / 4 = 2.4 >= 2
+    assert "needs 2.000 samples/s" in feeds[0] and feeds[-1].endswith("FEEDS this H100 training step")
+    starved = tool.verdict(step, cpu_rate=0.8, wall_rate=1.0, frames=2, cores=8)  # 1.6 < 2
+    assert starved[-1].endswith("DOES NOT FEED this H100 training step")
+
+
+def test_decode_scale_choice(tool):
+    assert tool._decode_scale("auto", dict(scale_range=(0.5, 0.5))) == 0.5
+    assert tool._decode_scale("auto", dict(scale_range=(1.0, 1.2))) is None  # never shrinks: full decode
+    assert tool._decode_scale("off", dict(scale_range=(0.5, 0.5))) is None
+    assert tool._decode_scale("0.3", None) == 0.3
+    with pytest.raises(SystemExit, match="--decode-scale must be a number"):
+        tool._decode_scale("half", None)

@@ -2,7 +2,12 @@
 """Evaluate a checkpoint with the test set/metrics of an mmengine config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--format-only] [--cfg-options key=value ...]
-    torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+    torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch [--out-metrics FILE]
+
+Under torchrun each rank scores a share of the samples and rank 0 computes the metrics over all of them,
+each once, in dataset order (docs/distributed.md); without CUDA the ranks talk over gloo.
+``--out-metrics FILE`` writes (rank 0) ``{"metrics": {...}, "scored_samples": {prefix: [tokens]}}``, the
+sample tokens each metric scored in the order it got them.
 
 ``--format-only`` writes each test metric's leaderboard submission instead of scoring: the nuScenes
 detection metric its ``results_nusc.json``; an ``OccupancyMetric`` the Occ3D challenge folder
@@ -15,9 +20,14 @@ Topology leaderboard pickle ``<work dir>/lane_submission/submission.pkl`` with t
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _runner_common import DictAction, load_config, register_all
+
+if TYPE_CHECKING:
+    from mmengine.evaluator import Evaluator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     envelope.add_argument("--email", help="contact e-mail")
     envelope.add_argument("--institution", help="institution / company")
     envelope.add_argument("--country", help="country / region (ISO 3166 name or code)")
+    parser.add_argument("--out-metrics", help="write the metrics and each metric's scored samples as JSON (rank 0)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     return parser.parse_args(argv)
@@ -74,19 +85,46 @@ def set_format_only(cfg, envelope: dict | None = None) -> list:
     return metrics
 
 
+def _json_value(value):
+    """A metric value as JSON takes it: numbers as floats (NaN kept), other values as they are or as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value if isinstance(value, (str, list, dict)) else str(value)
+
+
+def write_metrics(path: str | Path, metrics: dict, evaluator: Evaluator) -> Path:
+    """``{"metrics": ..., "scored_samples": {prefix: [tokens]}}`` as JSON: the metric values and the sample
+    tokens each metric of ``evaluator`` scored (its ``scored_tokens``), in the order it got them."""
+    scored = {metric.prefix or type(metric).__name__: list(metric.scored_tokens)
+              for metric in evaluator.metrics if hasattr(metric, "scored_tokens")}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {key: _json_value(value) for key, value in metrics.items()}
+    path.write_text(json.dumps({"metrics": values, "scored_samples": scored}, indent=1))
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"checkpoint not found: {args.checkpoint}")
     register_all()
+    from mmengine.dist import is_main_process
     from mmengine.runner import Runner
+
+    from perception.engine import prepare_distributed
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.format_only:
         set_format_only(cfg, {field: getattr(args, field) for field in ENVELOPE_FIELDS})
+    prepare_distributed(cfg)
     runner = Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    if args.out_metrics and is_main_process():
+        write_metrics(args.out_metrics, metrics, runner.test_loop.evaluator)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -1,16 +1,25 @@
 #!/usr/bin/env python
-"""Train a model from an mmengine config (single process, or DDP under torchrun).
+"""Train a model from an mmengine config (single process, or DDP / FSDP under torchrun).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [float16|bfloat16]]
                                  [--cfg-options key=value ...]
-    torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch
+    torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch [--strategy fsdp] [--audit-ranks]
+
+On a machine without CUDA a torchrun launch uses gloo (docs/distributed.md). ``--strategy fsdp`` (or
+the config's ``strategy = dict(type='fsdp', ...)``) shards the model with torch FSDP2 instead of DDP;
+``--audit-ranks`` records each rank's samples, losses and final parameter digest under
+``<work dir>/rank_audit/`` and fails if the ranks' parameters differ.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from _runner_common import DictAction, load_config, register_all
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,15 +31,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", nargs="?", const="float16", default=None, choices=["float16", "bfloat16"],
                         help="automatic mixed precision (AmpOptimWrapper; needs a GPU), default float16")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default=None,
+                        help="data parallelism under a launcher: DDP (default) or FSDP2 sharding (docs/distributed.md)")
+    parser.add_argument("--audit-ranks", action="store_true",
+                        help="write each rank's samples, losses and parameter digest to <work dir>/rank_audit/")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     return parser.parse_args(argv)
 
 
+def apply_strategy(cfg: Config, strategy: str | None, audit_ranks: bool) -> type:
+    """Set ``cfg.strategy`` from ``--strategy`` (keeping the config's FSDP options), add the
+    :class:`RankAuditHook` for ``--audit-ranks``, and return the Runner class to build."""
+    from mmengine.runner import Runner
+
+    from perception.engine import FSDPRunner, fsdp_options
+
+    if strategy is not None:
+        cfg.strategy = {**(cfg.get("strategy") or {}), "type": strategy}
+    if audit_ranks:
+        cfg.custom_hooks = [*(cfg.get("custom_hooks") or []), dict(type="RankAuditHook")]
+    if fsdp_options(cfg) is None:
+        return Runner
+    if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
+        raise SystemExit("--amp does not combine with --strategy fsdp: set strategy.mixed_precision instead")
+    return FSDPRunner
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     register_all()
-    from mmengine.runner import Runner
+    from perception.engine import prepare_distributed
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
@@ -42,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    runner = Runner.from_cfg(cfg)
+    runner_class = apply_strategy(cfg, args.strategy, args.audit_ranks)
+    prepare_distributed(cfg)
+    runner = runner_class.from_cfg(cfg)
     runner.train()
 
 

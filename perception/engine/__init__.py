@@ -1,8 +1,19 @@
-"""mmengine glue: registries, runner set-up, hooks, checkpointing."""
+"""mmengine glue: registries, runner set-up, hooks, checkpointing, distributed and sharded training."""
 
+from .distributed import (
+    SYNC_BN_NEEDS_CUDA,
+    DuplicateSampleError,
+    RankAuditHook,
+    check_each_sample_once,
+    prepare_distributed,
+    state_digests,
+)
+from .fsdp import DEFAULT_SHARD_TYPES, FSDPRunner, enable_activation_checkpointing, fsdp_options, shard_model
 from .optim import LayerDecayOptimWrapperConstructor
 from .registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS, register_lower_layers
 from .time_budget import TimeBudgetHook
 
-__all__ = ["DATASETS", "HOOKS", "METRICS", "MODELS", "TRANSFORMS", "LayerDecayOptimWrapperConstructor",
-           "TimeBudgetHook", "register_lower_layers"]
+__all__ = ["DATASETS", "DEFAULT_SHARD_TYPES", "HOOKS", "METRICS", "MODELS", "SYNC_BN_NEEDS_CUDA", "TRANSFORMS",
+           "DuplicateSampleError", "FSDPRunner", "LayerDecayOptimWrapperConstructor", "RankAuditHook",
+           "TimeBudgetHook", "check_each_sample_once", "enable_activation_checkpointing", "fsdp_options",
+           "prepare_distributed", "register_lower_layers", "shard_model", "state_digests"]

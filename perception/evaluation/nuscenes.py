@@ -21,6 +21,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from perception.engine.distributed import check_each_sample_once
 from perception.engine.registry import METRICS
 from perception.structures.classes import DEFAULT_ATTRIBUTE, DETECTION_CLASSES
 from perception.structures.nuscenes_boxes import ego_boxes_to_global
@@ -272,6 +273,8 @@ class NuScenesDetectionMetric(BaseMetric):
     def compute_metrics(self, results: list) -> dict:
         from perception.data.infos import load_infos
 
+        # Each sample once, in collection order (docs/distributed.md, evaluation under DDP).
+        self.scored_tokens = check_each_sample_once((r["sample_token"] for r in results), type(self).__name__)
         _, infos = load_infos(self.ann_file)
         submission = predictions_to_submission(results, infos, self.meta)
         validate_submission(submission, [i["token"] for i in infos])

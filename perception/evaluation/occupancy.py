@@ -25,6 +25,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from perception.engine.distributed import check_each_sample_once
 from perception.engine.registry import METRICS
 from perception.structures.bev_grid import OCC3D_GRID, BEVGrid
 from perception.structures.classes import OCC3D_CLASSES, OCC_FREE
@@ -417,6 +418,8 @@ class OccupancyMetric(BaseMetric):
             self.results.append(result)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
+        # Each sample once, in collection order (docs/distributed.md, evaluation under DDP).
+        self.scored_tokens = check_each_sample_once((r["token"] for r in results), type(self).__name__)
         if self.format_only:
             return self._write_submission(results)
         miou = OccupancyMIoU(use_camera_mask=self.use_camera_mask)

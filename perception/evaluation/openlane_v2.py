@@ -40,6 +40,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from perception.engine.distributed import check_each_sample_once
 from perception.engine.files import read_pickle
 from perception.engine.registry import METRICS
 from perception.structures.classes import TRAFFIC_ELEMENT_ATTRIBUTES
@@ -558,13 +559,15 @@ class OpenLaneV2Metric(BaseMetric):
                 raise ValueError("lane prediction without 'sample_token'")
             if token not in keys:
                 raise ValueError(f"sample {token}: not in the info file {self.ann_file}")
-            self.results.append({"key": keys[token], "frame": frame_from_prediction(pred)})
+            self.results.append({"token": token, "key": keys[token], "frame": frame_from_prediction(pred)})
 
     def _ground_truth_path(self) -> Path:
         path = Path(self.ground_truth)
         return path if path.is_absolute() or not self.data_root else Path(self.data_root) / path
 
     def compute_metrics(self, results: list) -> dict[str, float]:
+        # Each sample once, in collection order (docs/distributed.md, evaluation under DDP).
+        self.scored_tokens = check_each_sample_once((r["token"] for r in results), type(self).__name__)
         logger = MMLogger.get_current_instance()
         frames = {r["key"]: r["frame"] for r in results}
         if self.format_only:

@@ -2,9 +2,12 @@
 
 Nothing is compiled when the package is installed. On first use of a kernel backend we build it
 with ``torch.utils.cpp_extension.load`` and ninja into a per-user cache directory keyed by the torch
-version, the CUDA version, the Python version and a hash of the sources, so a rebuild happens only
-when one of those changes. A file lock around the build lets several processes (DDP ranks) start
-at once: the first builds, the others wait and then load the result.
+version, the CUDA version, the Python version and a hash of the sources, the flags and the host CPU
+(the C++ code is built for this CPU, ``-march=native`` on x86-64: docs/ops.md, "CPU layout"), so a
+rebuild happens only when one of those changes, and a cache shared between different machines
+never hands one of them code for another's instruction set. A file lock around the build lets
+several processes (DDP ranks) start at once: the first builds, the others wait and then load the
+result.
 
 If a kernel cannot be built, we emit one warning saying what is missing and fall back to the
 pure-PyTorch reference; we never surface a raw compiler traceback unless asked
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -33,8 +37,10 @@ VERBOSE_ENV = "PERCEPTION_OPS_VERBOSE"
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _CPU_SOURCES = ("bindings.cpp", "dcnv3_cpu.cpp", "ms_deform_attn_cpu.cpp")
 _CUDA_SOURCES = _CPU_SOURCES + ("dcnv3_cuda.cu", "ms_deform_attn_cuda.cu")
-_HEADERS = ("sampling.h", "chunks.h", "kernels.h", "cuda_utils.cuh")
-_CFLAGS = ["-O3", "-fopenmp", "-std=c++17"]
+_HEADERS = ("sampling.h", "chunks.h", "cpu_rows.h", "kernels.h", "cuda_utils.cuh")
+# -fno-trapping-math lets the compiler vectorise the CPU kernels' branch-free selects (cpu_rows.h);
+# nothing here reads floating-point exception flags.
+_CFLAGS = ["-O3", "-fopenmp", "-std=c++17", "-fno-trapping-math"]
 _CUDA_FLAGS = ["-O3", "--use_fast_math", "-std=c++17"]
 
 # kind ("cpu"/"cuda") -> loaded module, or None when the build failed. Read directly by the
@@ -53,6 +59,26 @@ def _cache_root() -> Path:
     return base / "perception_stack" / "ops"
 
 
+def _host_cflags() -> list[str]:
+    """Instruction-set flags for the C++ code: this CPU's (AVX2 and FMA where it has them) on x86-64."""
+    return ["-march=native"] if platform.machine().lower() in ("x86_64", "amd64") else []
+
+
+def _cpu_identity() -> str:
+    """What -march=native compiles for: the CPU model and its feature flags (Linux), else the platform."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = ("model name", "flags", "features", "cpu part")
+    found = {}
+    for line in lines:
+        key = line.split(":", 1)[0].strip().lower()
+        if key in wanted and key not in found:
+            found[key] = line
+    return "\n".join(found.values()) or f"{platform.machine()} {platform.processor()}"
+
+
 def _sources(kind: str) -> list[Path]:
     return [_CSRC / name for name in (_CUDA_SOURCES if kind == "cuda" else _CPU_SOURCES)]
 
@@ -62,7 +88,9 @@ def _digest(kind: str) -> str:
     for path in _sources(kind) + [_CSRC / h for h in _HEADERS if (_CSRC / h).exists()]:
         sha.update(path.name.encode())
         sha.update(path.read_bytes())
-    sha.update(" ".join(_CFLAGS + _CUDA_FLAGS).encode())
+    sha.update(" ".join(_CFLAGS + _host_cflags() + _CUDA_FLAGS).encode())
+    if _host_cflags():
+        sha.update(_cpu_identity().encode())
     return sha.hexdigest()[:12]
 
 
@@ -174,7 +202,7 @@ def _build(kind: str) -> ModuleType:
         return cpp_extension.load(
             name=f"perception_ops_{kind}_{directory.name.rsplit('-', 1)[-1]}",
             sources=[str(s) for s in _sources(kind)],
-            extra_cflags=_CFLAGS + (["-DWITH_CUDA"] if kind == "cuda" else []),
+            extra_cflags=_CFLAGS + _host_cflags() + (["-DWITH_CUDA"] if kind == "cuda" else []),
             extra_cuda_cflags=_cuda_cflags() if kind == "cuda" else [],
             extra_ldflags=["-fopenmp"],
             extra_include_paths=[str(_CSRC)],

@@ -14,6 +14,13 @@ loading. ``--compile reduce-overhead`` compiles the model and replays it as CUDA
 launch-bound batch-1 case); ``default`` and ``max-autotune`` are the other torch.compile modes.
 Training steps run forward, cross-entropy, backward and a fused AdamW step with a GradScaler for
 fp16; peak memory is ``torch.cuda.max_memory_allocated`` over the timed steps.
+
+On CPU an eager inference case is also timed with every DCNv3 layer on the official code's CPU core
+(one ``F.grid_sample`` over the padded input, tools/_official_dcnv3.py), in rounds interleaved with
+ours, and a line after the case prints both times and our speed-up: what users of the official code
+run on CPU. The InternImage-T batch-1 figure of docs/ops.md:
+
+    python tools/benchmark_backbone.py --device cpu --model internimage_t --batch 1 --amp none
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import sys
 from dataclasses import dataclass, replace
 
 import torch
+from _official_dcnv3 import official_core
 from _profile import StepProfile, format_profile, profile_steps
-from _timing import median_seconds
+from _timing import median_seconds, median_seconds_interleaved
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class Result:
     seconds: float
     peak_gib: float | None
     profile: StepProfile | None = None
+    official_core_seconds: float | None = None  # CPU: the same step on the official DCNv3 core
 
     def figures(self, batch: int) -> Figures:
         return Figures(img_s=batch / self.seconds, ms=self.seconds * 1e3, gib=self.peak_gib)
@@ -85,6 +94,21 @@ def describe(ours: Figures, official: Figures | None, target: Figures | None) ->
     if official.gib and target.gib and ours.gib is not None:
         text += f" | official {official.gib:.1f} GB, target <= {target.gib:.1f} GB"
     return text
+
+
+def describe_official_core(ours_seconds: float, official_seconds: float) -> str:
+    """The CPU comparison line: the same model on the official DCNv3 core, ours, and the ratio."""
+    ratio = official_seconds / ours_seconds
+    return (f"  on the official DCNv3 CPU core (one grid_sample over the padded input): "
+            f"{official_seconds * 1e3:.2f} ms | ours {ours_seconds * 1e3:.2f} ms | x{ratio:.2f}")
+
+
+def _on_official_core(fn):
+    def run() -> None:
+        with official_core():
+            fn()
+
+    return run
 
 
 def _model(name: str, device: torch.device, mode: str, dcn_backend: str | None, with_cp: bool) -> torch.nn.Module:
@@ -134,14 +158,19 @@ def run_case(case: Case, compile_mode: str, args: argparse.Namespace) -> Result:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = median_seconds(fn, device, args.iters, args.warmup)
+    official_seconds = None
+    if device.type == "cpu" and case.mode == "infer" and compile_mode == "none":
+        seconds, official_seconds = median_seconds_interleaved([fn, _on_official_core(fn)], device, args.iters,
+                                                               args.warmup)
+    else:
+        seconds = median_seconds(fn, device, args.iters, args.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     # Profiled after timing (already warm), so the profiler's own overhead never enters the figures.
     step_profile = profile_steps(fn, device, steps=args.profile, warmup=0) if args.profile else None
     del fn, model, images
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Result(seconds, peak, step_profile)
+    return Result(seconds, peak, step_profile, official_seconds)
 
 
 def _selected_cases(args: argparse.Namespace) -> dict[str, Case]:
@@ -200,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             ours = result.figures(case.batch)
             print(f"{name:13s} {case.model:14s} {case.mode:5s} batch {case.batch:3d} amp {case.amp:8s} "
                   f"compile {compile_mode:15s} | {describe(ours, case.official, case.target)}", flush=True)
+            if result.official_core_seconds is not None:
+                print(describe_official_core(result.seconds, result.official_core_seconds), flush=True)
             if result.profile is not None:
                 print(format_profile(result.profile, device), flush=True)
     return 0

@@ -6,6 +6,11 @@ the achieved bandwidth (minimum traffic: every tensor read or written once) as G
 of a device-to-device copy measured in the same run, and where we have them the official DCNv3
 CUDA figure measured on an H100 and the speed target (fwd/fwd+bwd ms) from the issue tracker.
 
+On CPU the official code has no kernel: it runs its pure-PyTorch core, one ``F.grid_sample`` over
+the zero-padded input (tools/_official_dcnv3.py). The DCNv3 rows then include that formulation as
+backend ``official``, timed in the same rounds as ours, the ``cpu`` row shows its times and our
+speed-up over it in the official columns, and a line after the rows states the comparison.
+
     python tools/benchmark_ops.py                       # CUDA if present, else CPU
     python tools/benchmark_ops.py --device cpu --dcnv3 2,56,56,4,16
     python tools/benchmark_ops.py --device cuda --dtypes float32 bfloat16 --msda-preset bevformer_base
@@ -25,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from _timing import median_seconds
+from _official_dcnv3 import grid_sample_dcnv3
+from _timing import median_seconds, median_seconds_interleaved
 
 import ops
 
@@ -70,24 +76,30 @@ def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int, war
     return 1e3 * median_seconds(fn, device, repeats, warmup)
 
 
-def _time_op(op: Callable[..., torch.Tensor], tensors: list[torch.Tensor], device: torch.device, repeats: int,
-             warmup: int) -> Timing:
+def _time_ops(ops_by_backend: dict[str, Callable[..., torch.Tensor]], tensors: list[torch.Tensor],
+              device: torch.device, repeats: int, warmup: int) -> dict[str, Timing]:
+    """Forward and forward+backward medians of each backend, timed in interleaved rounds."""
     leaves = [t.detach().requires_grad_(True) for t in tensors]
-    grad = None
+    grads: dict[str, torch.Tensor] = {}
 
-    def forward() -> torch.Tensor:
-        with torch.no_grad():
-            return op(*tensors)
+    def forward(op: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                return op(*tensors)
+        return run
 
-    def train() -> None:
-        nonlocal grad
-        out = op(*leaves)
-        grad = torch.ones_like(out) if grad is None else grad
-        out.backward(grad)
-        for t in leaves:
-            t.grad = None
+    def train(name: str, op: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            out = op(*leaves)
+            out.backward(grads.setdefault(name, torch.ones_like(out)))
+            for t in leaves:
+                t.grad = None
+        return run
 
-    return Timing(_median_ms(forward, device, repeats, warmup), _median_ms(train, device, repeats, warmup))
+    names = list(ops_by_backend)
+    fwd = median_seconds_interleaved([forward(ops_by_backend[n]) for n in names], device, repeats, warmup)
+    fwd_bwd = median_seconds_interleaved([train(n, ops_by_backend[n]) for n in names], device, repeats, warmup)
+    return {n: Timing(1e3 * f, 1e3 * t) for n, f, t in zip(names, fwd, fwd_bwd)}
 
 
 def _dcnv3_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
@@ -112,6 +124,8 @@ def _msda_inputs(preset: tuple, dtype: torch.dtype, device: torch.device) -> tup
 
 
 def _dcnv3_3x3(x, offset, mask, *, group, group_channels, backend):
+    if backend == OFFICIAL:
+        return grid_sample_dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, group, group_channels, 1.0, False)
     return ops.dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, group, group_channels, 1.0, False, backend=backend)
 
 
@@ -119,10 +133,22 @@ def _msda(value, locations, weights, *, spatial_shapes, level_start_index, backe
     return ops.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, backend=backend)
 
 
+# The backend name of the official CPU formulation in the DCNv3 rows.
+OFFICIAL = "official"
+
+
 def _backends(device: torch.device) -> list[str]:
     names = ["reference"]
     if ops.select_backend(None, device) == device.type:
         names.append(device.type)
+    return names
+
+
+def _dcnv3_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The DCNv3 rows: on CPU (float32/float64) also the official grid_sample formulation."""
+    names = _backends(device)
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        names.insert(1, OFFICIAL)
     return names
 
 
@@ -192,11 +218,27 @@ def _report(ctx: Context, op_name: str, label: str, dtype: torch.dtype, timings:
         share = f"{100 * gbps / ctx.copy_gbps:.0f}" if gbps and ctx.copy_gbps else "-"
         cells += [f"{gbps:.0f}" if gbps else "-", share]
         fp32_kernel = backend == "cuda" and dtype == torch.float32 and reference is not None
-        official = reference.official if fp32_kernel else None
+        official = _official_figures(backend, timings) or (reference.official if fp32_kernel else None)
         cells += [_pair(official),
                   f"{official[0] / t.forward_ms:.2f}/{official[1] / t.train_ms:.2f}" if official else "-",
                   _pair(reference.target if fp32_kernel else None)]
         print(_row(cells, WIDTHS), flush=True)
+    if "cpu" in timings and OFFICIAL in timings:
+        print(_headline(timings["cpu"], timings[OFFICIAL]), flush=True)
+
+
+def _official_figures(backend: str, timings: dict[str, Timing]) -> tuple[float, float] | None:
+    """(fwd, fwd+bwd) ms of the official formulation measured in this run, for the CPU kernel's row."""
+    official = timings.get(OFFICIAL)
+    return (official.forward_ms, official.train_ms) if backend == "cpu" and official else None
+
+
+def _headline(ours: Timing, official: Timing) -> str:
+    """The CPU comparison line: the official formulation's times, ours and the speed-up."""
+    fwd, train = official.forward_ms / ours.forward_ms, official.train_ms / ours.train_ms
+    return (f"  CPU kernel vs the official formulation (one grid_sample over the padded input): "
+            f"fwd {official.forward_ms:.2f} -> {ours.forward_ms:.2f} ms (x{fwd:.2f}), "
+            f"fwd+bwd {official.train_ms:.2f} -> {ours.train_ms:.2f} ms (x{train:.2f})")
 
 
 def _host_calls(device: torch.device) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
@@ -279,17 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in dtypes:
             tensors = _dcnv3_inputs(shape, dtype, device)
             n, h, w, group, group_channels = shape
-            timings = {b: _time_op(functools.partial(_dcnv3_3x3, group=group, group_channels=group_channels,
-                                                     backend=b), tensors, device, repeats, warmup)
-                       for b in backends}
+            timings = _time_ops({b: functools.partial(_dcnv3_3x3, group=group, group_channels=group_channels,
+                                                      backend=b) for b in _dcnv3_backends(device, dtype)},
+                                tensors, device, repeats, warmup)
             _report(ctx, "dcnv3", ",".join(map(str, shape)), dtype, timings, _dcnv3_bytes(shape, dtype)[0],
                     reference)
     for preset in presets:
         for dtype in dtypes:
             tensors, (spatial, starts) = _msda_inputs(MSDA_PRESETS[preset], dtype, device)
-            timings = {b: _time_op(functools.partial(_msda, spatial_shapes=spatial, level_start_index=starts,
-                                                     backend=b), tensors, device, repeats, warmup)
-                       for b in backends}
+            timings = _time_ops({b: functools.partial(_msda, spatial_shapes=spatial, level_start_index=starts,
+                                                      backend=b) for b in backends}, tensors, device, repeats, warmup)
             batch, queries, heads, dim = MSDA_PRESETS[preset][:4]
             _report(ctx, "msda", preset, dtype, timings, _msda_bytes(tensors, batch * queries * heads * dim), None)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.tool_loader import load_tool
@@ -33,6 +34,17 @@ def test_benchmark_tool_runs_issue_cases_on_cpu_without_official_figures(capsys)
     assert [r.split()[:3] for r in rows] == [["t_latency", "internimage_t", "infer"],
                                              ["t_train", "internimage_t", "train"]]
     assert all("img/s" in r and "official" not in r for r in rows)
+
+
+def test_benchmark_tool_times_the_official_dcnv3_core_on_cpu_inference(capsys):
+    tool = load_tool("benchmark_backbone")
+    assert tool.main(["--device", "cpu", "--model", "internimage_t", "--batch", "1", "--size", "32", "--amp", "none",
+                      "--iters", "1", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    baseline = [line for line in lines if "official DCNv3 CPU core" in line]
+    assert len(baseline) == 1 and "| ours " in baseline[0] and "| x" in baseline[0]
+    official_ms, ours_ms = (float(part.split()[-2]) for part in baseline[0].split("|")[:2])
+    assert float(baseline[0].rsplit("x", 1)[1]) == pytest.approx(official_ms / ours_ms, rel=0.02)
 
 
 def test_benchmark_ratio_to_official_figures():

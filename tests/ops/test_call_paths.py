@@ -123,3 +123,19 @@ def test_cuda_eager_path_matches_the_registered_op(dtype):
     assert torch.equal(direct[0], registered[0])
     for a, b in zip(direct[1], registered[1]):
         torch.testing.assert_close(a, b, **tolerance)
+
+
+def test_dcnv3_without_gradients_calls_the_kernel_without_the_function(cpu_kernels, monkeypatch):
+    input, offset, mask, args = dcnv3_case(n=1, h=4, w=5, group=2, group_channels=4, seed=4)
+    expected = ops.dcnv3(input.requires_grad_(True), offset, mask, *args, mask_softmax=True).detach()
+    input.requires_grad_(False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the autograd Function ran although nothing needs gradients")
+
+    monkeypatch.setattr(ops.deform_conv._DCNv3Direct, "apply", refuse)
+    with torch.inference_mode():
+        assert torch.equal(ops.dcnv3(input, offset, mask, *args, mask_softmax=True), expected)
+    with torch.no_grad():
+        assert torch.equal(ops.dcnv3(input, offset, mask, *args, mask_softmax=True), expected)
+    assert torch.equal(ops.dcnv3(input, offset, mask, *args, mask_softmax=True), expected)  # no input needs grad

@@ -111,6 +111,26 @@ def test_fused_mask_softmax_matches_torch_softmax_then_op(cpu_kernels, case):
             torch.testing.assert_close(g, ref, rtol=1e-9, atol=1e-9, msg=lambda m, n=name, b=backend: f"{b} {n}: {m}")
 
 
+@pytest.mark.parametrize("case", ["base", "remove_center"])
+def test_fused_mask_softmax_float32_close_to_float64_reference(cpu_kernels, case):
+    # float32 computes the softmax's exponentials with the kernels' own polynomial (cpu_rows.h);
+    # logits down to -100 exercise its underflow to zero.
+    input, offset, _, args = dcnv3_case(**DCNV3_CASES[case], seed=13)
+    logits = torch.randn(*offset.shape[:-1], offset.shape[-1] // 2, dtype=torch.float64) * 4
+    logits[..., ::5] = -100.0
+    group = args[8]
+    leaves = [t.detach().clone().requires_grad_(True) for t in (input, offset, logits)]
+    expected = ops.dcnv3(leaves[0], leaves[1], _softmax_over_points(leaves[2], group), *args, backend="reference")
+    grad_out = torch.randn_like(expected)
+    expected.backward(grad_out)
+    fused = [t.detach().float().requires_grad_(True) for t in (input, offset, logits)]
+    out = ops.dcnv3(*fused, *args, backend="cpu", mask_softmax=True)
+    out.backward(grad_out.float())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
+    for name, g, ref in zip(("input", "offset", "logits"), (t.grad for t in fused), (t.grad for t in leaves)):
+        torch.testing.assert_close(g.double(), ref, rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_fused_mask_softmax_gradcheck(cpu_kernels):
     input, offset, _, args = dcnv3_case(n=1, h=4, w=5, group=2, group_channels=3, offset_range=1.5, seed=12)
     logits = torch.randn(*offset.shape[:-1], offset.shape[-1] // 2, dtype=torch.float64)

@@ -77,3 +77,14 @@ def test_cpu_build_has_no_cuda_arch_flags(monkeypatch, tmp_path):
     kwargs = _captured_build(monkeypatch, tmp_path, "cpu")
     assert not any("arch" in f for f in kwargs["extra_cuda_cflags"])
     assert ARCH_ENV not in os.environ
+
+
+def test_cpu_build_targets_this_cpu_and_keys_the_cache_by_it(monkeypatch, tmp_path):
+    # -march=native code runs only on CPUs like the one that built it, so the CPU is part of the key.
+    monkeypatch.setattr(_extension, "_host_cflags", lambda: ["-march=native"])
+    kwargs = _captured_build(monkeypatch, tmp_path, "cpu")
+    assert "-march=native" in kwargs["extra_cflags"] and "-fno-trapping-math" in kwargs["extra_cflags"]
+    monkeypatch.setattr(_extension, "_cpu_identity", lambda: "model name : one CPU")
+    one = _extension.build_directory("cpu")
+    monkeypatch.setattr(_extension, "_cpu_identity", lambda: "model name : another CPU")
+    assert _extension.build_directory("cpu") != one

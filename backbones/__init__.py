@@ -8,7 +8,7 @@
 into the project's mmengine MODELS registry (this package may not import ``perception``).
 """
 
-from .checkpoint import LoadReport, convert_state_dict, load_pretrained, save_checkpoint
+from .checkpoint import CheckpointError, LoadReport, convert_state_dict, load_pretrained, save_checkpoint
 from .factory import count_parameters, create_backbone, create_model, list_models
 from .internimage import VARIANTS, InternImage, InternImageClassifier
 from .layer_decay import (
@@ -23,6 +23,7 @@ REGISTRABLE = {"InternImage": InternImage, "InternImageClassifier": InternImageC
 __all__ = [
     "REGISTRABLE",
     "VARIANTS",
+    "CheckpointError",
     "InternImage",
     "InternImageClassifier",
     "LoadReport",

@@ -8,7 +8,7 @@ import warnings
 
 from mmengine.config import Config, DictAction
 
-__all__ = ["DictAction", "load_config", "register_all"]
+__all__ = ["TRUST_CHECKPOINT_HELP", "DictAction", "allow_runner_checkpoints", "load_config", "register_all"]
 
 # Packages whose import registers modules into the project's registries (perception scope).
 REGISTERING_MODULES = (
@@ -25,24 +25,29 @@ REGISTERING_MODULES = (
 )
 
 
-def allow_runner_checkpoints() -> None:
-    """Let mmengine read its own checkpoints under torch >= 2.6.
+def allow_runner_checkpoints(trusted: bool = False) -> None:
+    """Make mmengine read local checkpoints (``load_from``, ``--resume``, the tools/test.py checkpoint,
+    a backbone's ``pretrained``) through :func:`backbones.checkpoint.load_checkpoint_file`.
 
-    mmengine 0.10.7 saves its message hub (``HistoryBuffer``, numpy arrays) in every checkpoint and
-    reads them with ``torch.load``'s new ``weights_only=True`` default, which refuses them, so
-    ``--resume`` and ``tools/test.py`` would fail. Files given to these tools (``load_from``,
-    ``--resume``, the test checkpoint) are the user's own, so they are unpickled in full.
+    That loads with ``weights_only=True`` and the allow-list of harmless types that mmengine's own
+    checkpoints need (its message hub: ``HistoryBuffer``, numpy arrays), so torch >= 2.6 reads them
+    without unpickling in full; damaged files get a ``CheckpointError`` naming the file. ``trusted``
+    (the tools' ``--trust-checkpoint``) allows full unpickling for every checkpoint of this run.
     """
-    import torch
     from mmengine.runner.checkpoint import CheckpointLoader
+
+    from backbones.checkpoint import load_checkpoint_file, trust_all_checkpoints
+
+    trust_all_checkpoints(trusted)
 
     @CheckpointLoader.register_scheme(prefixes="", force=True)
     def load_from_local(filename: str, map_location=None):
-        from pathlib import Path
+        return load_checkpoint_file(filename, trusted=trusted, map_location=map_location)
 
-        if not Path(filename).is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {filename}")
-        return torch.load(filename, map_location=map_location, weights_only=False)
+
+TRUST_CHECKPOINT_HELP = ("the checkpoint files of this run are trusted: unpickle them in full if they hold "
+                         "Python types outside the allow-list (docs/backbones.md, 'Loading checkpoints'); "
+                         "full unpickling can run any code a file contains")
 
 
 def register_all() -> None:
@@ -68,9 +73,11 @@ def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None
     ``cfg_options`` (``--cfg-options``) are merged in; ``launcher`` is set when given (the Runner's
     default is ``"none"``); ``seed`` sets ``randomness.seed`` (keeping the config's other randomness
     entries); the scope defaults to ``perception``; ``work_dir`` wins over the config's, which wins
-    over ``work_dirs/<config name>``.
+    over ``work_dirs/<config name>``. The checkpoint hook is made crash-safe (docs/robustness.md).
     """
     from pathlib import Path
+
+    from perception.engine.checkpointing import use_crash_safe_checkpoints
 
     cfg = Config.fromfile(path)
     if cfg_options:
@@ -84,4 +91,5 @@ def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None
         cfg.work_dir = work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / Path(path).stem)
+    use_crash_safe_checkpoints(cfg)
     return cfg

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     parser.add_argument("model", help=f"one of {backbones.list_models()}")
     parser.add_argument("image", help="image file")
     parser.add_argument("--checkpoint", help="weights (any form backbones.load_pretrained reads)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="the checkpoint is trusted: unpickle it in full if it holds Python types outside the "
+                             "allow-list (docs/backbones.md, 'Loading checkpoints')")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--keys", nargs="+", required=True, help="dotted module names to capture")
     parser.add_argument("--size", type=int, default=224, help="shorter side of the resized image")
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
             overrides[key] = value
     model = backbones.create_model(args.model, num_classes=args.num_classes, **overrides)
     if args.checkpoint:
-        print(backbones.load_pretrained(model, args.checkpoint, strict=False).table())
+        print(backbones.load_pretrained(model, args.checkpoint, strict=False,
+                                        trusted=args.trust_checkpoint).table())
     model.eval()
     if not Path(args.image).is_file():
         parser.error(f"image not found: {args.image}")
@@ -69,4 +73,6 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_tool
+
+    run_tool(main, "extract_features.py")

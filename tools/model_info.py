@@ -48,4 +48,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_tool
+
+    run_tool(main, "model_info.py")

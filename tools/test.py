@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _runner_common import DictAction, load_config, register_all
+from _runner_common import TRUST_CHECKPOINT_HELP, DictAction, allow_runner_checkpoints, load_config, register_all
 
 if TYPE_CHECKING:
     from mmengine.evaluator import Evaluator
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Test a checkpoint (mmengine Runner)")
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_CHECKPOINT_HELP)
     parser.add_argument("--work-dir", help="where logs go (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
     parser.add_argument("--format-only", action="store_true",
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"checkpoint not found: {args.checkpoint}")
     register_all()
+    allow_runner_checkpoints(trusted=args.trust_checkpoint)
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
 
@@ -128,4 +130,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_tool
+
+    run_tool(main, "test.py")

@@ -22,18 +22,21 @@ front camera when --data-root holds the images), optionally a GIF per segment:
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
+from _cli import UsageError, load_json_file, report_user_error, run_tool, user_error_types
 from PIL import Image
 from tqdm import tqdm
 
 from perception.data.infos import load_infos
+from perception.data.transforms_bev import read_image
+from perception.engine.files import read_pickle
 from perception.structures import DETECTION_CLASSES, global_boxes_to_ego
 from perception.visualization import render_sample, save_scene_animation
+
+PROG = "visualize.py"
 
 
 def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
@@ -42,7 +45,9 @@ def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
     if path is None:
         return {}
     if path.endswith(".json"):
-        results = json.loads(Path(path).read_text())["results"]
+        results = load_json_file(path, "--predictions").get("results")
+        if not isinstance(results, dict):
+            raise UsageError(f"--predictions {path} holds no 'results' mapping of sample tokens")
         by_token = {i["token"]: i for i in infos}
         out = {}
         for token, recs in results.items():
@@ -61,14 +66,16 @@ def load_predictions(path: str | None, infos: list[dict]) -> dict[str, dict]:
                 scores=np.array([r["detection_score"] for r in recs]),
             )
         return out
-    with open(path, "rb") as f:
-        preds = pickle.load(f)
+    preds = read_pickle(path, "--predictions", UsageError)
+    if not isinstance(preds, list) or not all(isinstance(p, dict) and "sample_token" in p for p in preds):
+        raise UsageError(f"--predictions {path} is not a list of per-sample prediction dicts with a sample_token")
     return {p["sample_token"]: {k: np.asarray(p[k]) for k in ("boxes", "labels", "scores")} for p in preds}
 
 
 def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, with_gt: bool = True):
     cameras = list(info["cams"])  # the rig's order (checked when the infos load)
-    images = [Image.open(data_root / info["cams"][c]["data_path"]) for c in cameras]
+    # read_image's errors name the file and the sample (missing, truncated, corrupt).
+    images = [read_image(str(data_root / info["cams"][c]["data_path"]), info["token"]).image for c in cameras]
     ego2img = np.stack([info["cams"][c]["ego2img"] for c in cameras])
     gt_boxes = gt_labels = None
     if with_gt and "gt_boxes" in info:
@@ -77,7 +84,7 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
     pred = predictions.get(info["token"], {})
     lanes = None
     if info.get("openlane_path"):  # OpenLane-V2 centerlines of the same frame, if the dataset has them
-        frame = json.loads((data_root / info["openlane_path"]).read_text())
+        frame = load_json_file(data_root / info["openlane_path"], f"OpenLane-V2 frame of sample {info['token']}")
         lanes = [np.asarray(lane["points"]) for lane in frame["annotation"]["lane_centerline"]]
     return render_sample(
         images,
@@ -94,24 +101,20 @@ def picture(info: dict, data_root: Path, predictions: dict, score_thr: float, wi
     )
 
 
-class _UsageError(Exception):
-    """A one-line problem with the occupancy command's inputs (exit code 2)."""
-
-
 def _load_prediction(folder: Path, token: str, shape: tuple[int, ...]) -> np.ndarray:
     from perception.evaluation.occupancy import check_semantics
 
     path = folder / f"{token}.npz"
     if not path.is_file():
-        raise _UsageError(f"no prediction for sample {token}: {path} does not exist")
+        raise UsageError(f"no prediction for sample {token}: {path} does not exist")
     with np.load(path) as data:
         key = next((k for k in ("arr_0", "pred", "semantics") if k in data), None)
         if key is None:
-            raise _UsageError(f"{path} holds {sorted(data)}; expected the key 'arr_0' or 'pred'")
+            raise UsageError(f"{path} holds {sorted(data)}; expected the key 'arr_0' or 'pred'")
         try:
             return check_semantics(data[key], token, shape=shape)
         except ValueError as err:
-            raise _UsageError(f"{path}: {err}") from err
+            raise UsageError(f"{path}: {err}") from err
 
 
 def occupancy_main(argv: list[str]) -> int:
@@ -139,29 +142,29 @@ def occupancy_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if not Path(args.infos).is_file():
-            raise _UsageError(f"--infos {args.infos} does not exist")
+            raise UsageError(f"--infos {args.infos} does not exist")
         root = Path(args.data_root)
         if not root.is_dir():
-            raise _UsageError(f"--data-root {root} is not a folder")
+            raise UsageError(f"--data-root {root} is not a folder")
         pred_dir = Path(args.predictions) if args.predictions else None
         if pred_dir is not None and not pred_dir.is_dir():
-            raise _UsageError(f"--predictions {pred_dir} is not a folder")
+            raise UsageError(f"--predictions {pred_dir} is not a folder")
         _, infos = load_infos(args.infos)
         if args.scene:
             infos = [i for i in infos if args.scene in (i.get("scene_name"), i.get("scene_token"))]
             if not infos:
-                raise _UsageError(f"--scene {args.scene} is not in {args.infos}")
+                raise UsageError(f"--scene {args.scene} is not in {args.infos}")
         if args.sample_token:
             infos = [i for i in infos if i["token"] == args.sample_token]
             if not infos:
-                raise _UsageError(f"--sample-token {args.sample_token} is not in {args.infos} (or not in the scene)")
+                raise UsageError(f"--sample-token {args.sample_token} is not in {args.infos} (or not in the scene)")
         for info in infos:  # every input checked before the first picture
             if not info.get("occ_path"):
-                raise _UsageError(f"sample {info['token']} has no occ_path in {args.infos}")
+                raise UsageError(f"sample {info['token']} has no occ_path in {args.infos}")
             if not (root / info["occ_path"]).is_file():
-                raise _UsageError(f"sample {info['token']}: occupancy GT {root / info['occ_path']} does not exist")
+                raise UsageError(f"sample {info['token']}: occupancy GT {root / info['occ_path']} does not exist")
             if pred_dir is not None and not (pred_dir / f"{info['token']}.npz").is_file():
-                raise _UsageError(f"no prediction for sample {info['token']}: {pred_dir / (info['token'] + '.npz')} "
+                raise UsageError(f"no prediction for sample {info['token']}: {pred_dir / (info['token'] + '.npz')} "
                                   f"does not exist")
         out = Path(args.out)
         scenes: dict[str, list] = {}
@@ -188,9 +191,8 @@ def occupancy_main(argv: list[str]) -> int:
                     [f for f, _, _ in items], out / f"{scene}.gif", titles=[t for _, t, _ in items],
                     ious=[i for _, _, i in items],
                 )
-    except _UsageError as err:
-        print(f"visualize.py occupancy: error: {err}", file=sys.stderr)
-        return 2
+    except user_error_types() as err:
+        return report_user_error("visualize.py occupancy", err)
     print(f"wrote {len(infos)} sample pictures{' and ' + str(len(scenes)) + ' GIFs' if args.gif else ''} to {out}")
     return 0
 
@@ -202,7 +204,7 @@ def _load_lane_ground_truth(path: str) -> dict:
     try:
         return dict(load_data_dict(path))
     except (ValueError, OSError) as err:  # its errors name the file and the problem
-        raise _UsageError(f"--ground-truth: {err}") from err
+        raise UsageError(f"--ground-truth: {err}") from err
 
 
 def _load_lane_predictions(path: str) -> dict:
@@ -212,10 +214,10 @@ def _load_lane_predictions(path: str) -> dict:
     try:
         submission = load_lane_submission(path)
     except (ValueError, OSError) as err:  # its errors name the file and the problem
-        raise _UsageError(f"--predictions: {err}") from err
+        raise UsageError(f"--predictions: {err}") from err
     results = submission.get("results") if isinstance(submission, dict) else None
     if not isinstance(results, dict):
-        raise _UsageError(f"--predictions {path} holds no 'results' mapping of frame keys")
+        raise UsageError(f"--predictions {path} holds no 'results' mapping of frame keys")
     return {k: v.get("predictions", v) if isinstance(v, dict) else v for k, v in results.items()}
 
 
@@ -276,28 +278,28 @@ def lanes_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if not Path(args.ground_truth).is_file():
-            raise _UsageError(f"--ground-truth {args.ground_truth} does not exist")
+            raise UsageError(f"--ground-truth {args.ground_truth} does not exist")
         if args.predictions and not Path(args.predictions).is_file():
-            raise _UsageError(f"--predictions {args.predictions} does not exist")
+            raise UsageError(f"--predictions {args.predictions} does not exist")
         if args.frames is not None and args.frames < 1:
-            raise _UsageError(f"--frames must be at least 1, got {args.frames}")
+            raise UsageError(f"--frames must be at least 1, got {args.frames}")
         root = Path(args.data_root) if args.data_root else None
         if root is not None and not root.is_dir():
-            raise _UsageError(f"--data-root {root} is not a folder")
+            raise UsageError(f"--data-root {root} is not a folder")
         gt = _load_lane_ground_truth(args.ground_truth)
         preds = _load_lane_predictions(args.predictions) if args.predictions else None
         if preds is not None:
             extra = [k for k in preds if k not in gt]
             if extra:
-                raise _UsageError(f"{len(extra)} frame(s) of --predictions are not in --ground-truth, e.g. "
+                raise UsageError(f"{len(extra)} frame(s) of --predictions are not in --ground-truth, e.g. "
                                   f"{_key_text(extra[0])}: the files do not belong together")
         keys = sorted(gt, key=_key_order)[: args.frames]
         if not keys:
-            raise _UsageError(f"--ground-truth {args.ground_truth} holds no frames")
+            raise UsageError(f"--ground-truth {args.ground_truth} holds no frames")
         if preds is not None:
             missing = [k for k in keys if k not in preds]
             if missing:
-                raise _UsageError(f"{len(missing)} frame(s) of --ground-truth have no prediction in "
+                raise UsageError(f"{len(missing)} frame(s) of --ground-truth have no prediction in "
                                   f"{args.predictions}, e.g. {_key_text(missing[0])}")
         segments: dict = {}
         for key in keys:
@@ -315,7 +317,8 @@ def lanes_main(argv: list[str]) -> int:
                 if camera is not None and camera[1]:
                     image_path = root / camera[1]
                     if image_path.is_file():
-                        image, ego2img = Image.open(image_path).convert("RGB"), camera[2]
+                        image = Image.fromarray(read_image(str(image_path), _key_text(key)).image)
+                        ego2img = camera[2]
                     elif not warned:
                         print(f"visualize.py lanes: warning: front image {image_path} does not exist; drawing the "
                               "BEV only for frames without their image", file=sys.stderr)
@@ -333,9 +336,8 @@ def lanes_main(argv: list[str]) -> int:
             if args.gif:
                 gif = save_scene_animation(pictures, out / f"{_key_stem(segment)}.gif", max_width=1600)
                 print(f"wrote {gif}")
-    except _UsageError as err:
-        print(f"visualize.py lanes: error: {err}", file=sys.stderr)
-        return 2
+    except user_error_types() as err:
+        return report_user_error("visualize.py lanes", err)
     print(f"wrote {len(written)} frame pictures{' and ' + str(len(segments)) + ' GIFs' if args.gif else ''} to {out}")
     return 0
 
@@ -361,13 +363,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help=".png for a sample, .gif for a scene")
     parser.add_argument("--open3d", help="also write an open3d offscreen render of the LiDAR points here")
     args = parser.parse_args(argv)
+    try:
+        return samples_main(args)
+    except user_error_types() as err:
+        return report_user_error(PROG, err)
+
+
+def samples_main(args: argparse.Namespace) -> int:
+    """``visualize.py --index/--sample-token/--scene``: camera + BEV pictures of samples, a GIF of a scene."""
     _, infos = load_infos(args.infos)
     root = Path(args.data_root)
+    if not root.is_dir():
+        raise UsageError(f"--data-root {root} is not a folder")
     predictions = load_predictions(args.predictions, infos)
     if args.scene:
         frames = [i for i in infos if args.scene in (i.get("scene_name"), i["scene_token"])]
         if not frames:
-            parser.error(f"--scene {args.scene} is not in {args.infos}")
+            raise UsageError(f"--scene {args.scene} is not in {args.infos}")
         pictures = [
             picture(i, root, predictions, args.score_thr, not args.no_gt).image
             for i in tqdm(frames, desc="frames")
@@ -377,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sample_token:
         matches = [i for i in infos if i["token"] == args.sample_token]
         if not matches:
-            parser.error(f"--sample-token {args.sample_token} is not in {args.infos}")
+            raise UsageError(f"--sample-token {args.sample_token} is not in {args.infos}")
         info = matches[0]
+    elif not 0 <= args.index < len(infos):
+        raise UsageError(f"--index {args.index} is past the end of {args.infos}, which holds {len(infos)} samples "
+                         f"(indices 0..{len(infos) - 1})")
     else:
         info = infos[args.index]
     print(f"wrote {picture(info, root, predictions, args.score_thr, not args.no_gt).save(args.out)}")
@@ -393,4 +408,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_tool(main, PROG)

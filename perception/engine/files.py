@@ -3,11 +3,12 @@ corrupt file raises the caller's error class with a message naming the file and 
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_pickle"]
+__all__ = ["read_pickle", "set_default_file_mode"]
 
 # What unpickling a truncated or foreign byte stream raises besides UnpicklingError.
 _CORRUPT = (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, IndexError)
@@ -24,3 +25,11 @@ def read_pickle(path: str | Path, what: str, error: type[Exception] = ValueError
             return pickle.load(f)
     except _CORRUPT as err:
         raise error(f"{what} {path} is truncated or not a pickle ({type(err).__name__}: {err}){hint}") from err
+
+
+def set_default_file_mode(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open(path, "w")`` would (0666 less the umask, e.g. 0644): files written
+    through ``tempfile.mkstemp`` and renamed into place are otherwise left at 0600, unreadable to the group."""
+    umask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

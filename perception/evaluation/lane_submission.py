@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.engine.files import read_pickle
+from perception.engine.files import read_pickle, set_default_file_mode
 from perception.structures.classes import TRAFFIC_ELEMENT_ATTRIBUTES
 
 MAX_AUTHORS = 10
@@ -181,9 +181,9 @@ def check_lane_submission(submission, expected_keys: Iterable[tuple] | None = No
             _fail(key, "predictions", "is missing")
         _check_frame(key, entry["predictions"])
     if expected_keys is not None:
-        for key in expected_keys:
-            if key not in results:
-                _fail(key, "frame", "is missing from the submission")
+        missing = [key for key in expected_keys if key not in results]
+        if missing:
+            _fail(missing[0], "frame", f"is missing from the submission ({len(missing)} expected frames are missing)")
 
 
 def write_lane_submission(
@@ -198,6 +198,7 @@ def write_lane_submission(
     try:
         with os.fdopen(fd, "wb") as f:
             pickle.dump(dict(submission), f, protocol=pickle.HIGHEST_PROTOCOL)
+        set_default_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

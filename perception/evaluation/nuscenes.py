@@ -22,6 +22,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from perception.engine.distributed import check_each_sample_once
+from perception.engine.files import set_default_file_mode
 from perception.engine.registry import METRICS
 from perception.structures.classes import DEFAULT_ATTRIBUTE, DETECTION_CLASSES
 from perception.structures.nuscenes_boxes import ego_boxes_to_global
@@ -80,6 +81,10 @@ def prediction_to_records(
         raise SubmissionError(
             f"sample {token}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
         )
+    bad = labels[(labels < 0) | (labels >= len(class_names))]
+    if len(bad):
+        raise SubmissionError(f"sample {token}: unknown class label {int(bad[0])} (class indices are "
+                              f"0..{len(class_names) - 1})")
     attributes = prediction.get("attributes")
     records = []
     for i, glob in enumerate(ego_boxes_to_global(boxes, ego2global)):
@@ -115,20 +120,81 @@ def predictions_to_submission(
     an empty list); keeps the ``max_boxes`` best-scoring boxes per sample."""
     by_token = {info["token"]: info for info in infos}
     results: dict[str, list[dict]] = {token: [] for token in by_token}
-    for pred in predictions:
+    predicted: set[str] = set()
+    for i, pred in enumerate(predictions):
+        if not isinstance(pred, dict) or "sample_token" not in pred:
+            raise SubmissionError(f"prediction #{i} is not a dict with a sample_token")
         token = pred["sample_token"]
         if token not in by_token:
             raise SubmissionError(f"prediction for sample {token} which is not in the info file")
+        if token in predicted:
+            raise SubmissionError(f"sample {token} is predicted twice")
+        predicted.add(token)
         records = prediction_to_records(pred, np.asarray(by_token[token]["ego2global"]), class_names)
         records.sort(key=lambda r: -r["detection_score"])
         results[token] = records[:max_boxes]
     return dict(meta=dict(DEFAULT_META, **(meta or {})), results=results)
 
 
+def first_few(tokens: Iterable[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: the first ``shown`` of ``tokens`` (sorted) for an error message."""
+    tokens = sorted(tokens)
+    more = f" and {len(tokens) - shown} more" if len(tokens) > shown else ""
+    return ", ".join(tokens[:shown]) + more
+
+
+def read_results_json(path: str | Path) -> dict:
+    """A nuScenes results JSON as a dict; a missing or invalid (e.g. truncated) file, or one that names a
+    sample token twice (JSON keeps only the last, so a sample's boxes would vanish silently), raises
+    :class:`SubmissionError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"results file {path} does not exist")
+    repeated: list[tuple[dict, list[str]]] = []  # (object, its repeated keys); keeps the objects alive
+
+    def collect_repeats(pairs: list[tuple[str, object]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            seen: set[str] = set()
+            repeated.append((obj, [k for k, _ in pairs if k in seen or seen.add(k)]))
+        return obj
+
+    try:
+        data = json.loads(path.read_text(), object_pairs_hook=collect_repeats)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SubmissionError(f"results file {path} is not valid JSON (truncated?): {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise SubmissionError(f"results file {path} holds no 'results' mapping of sample tokens")
+    tokens = [token for obj, keys in repeated if obj is data["results"] for token in keys]
+    if tokens:
+        raise SubmissionError(f"results file {path} lists {len(set(tokens))} sample token(s) more than once: "
+                              f"{first_few(set(tokens))}")
+    return data
+
+
+def eval_set_sample_tokens(nusc, eval_set: str) -> list[str]:
+    """The sample tokens the devkit's ``DetectionEval`` scores for ``eval_set`` (a predefined split, which must
+    suit the database version as the devkit asserts, or a custom split); ValueError for a wrong pairing."""
+    from nuscenes.eval.common.loaders import get_samples_of_custom_split
+    from nuscenes.utils.splits import create_splits_scenes, is_predefined_split
+
+    if not is_predefined_split(split_name=eval_set):
+        return list(get_samples_of_custom_split(split_name=eval_set, nusc=nusc))
+    suffix = {"mini_train": "mini", "mini_val": "mini", "test": "test"}.get(eval_set, "trainval")
+    if not nusc.version.endswith(suffix):
+        raise ValueError(f"split {eval_set} belongs to a v1.0-{suffix} database, not {nusc.version}")
+    if eval_set == "test" and not nusc.sample_annotation:
+        raise ValueError(f"split test of {nusc.version} has no annotations to evaluate against")
+    scenes = set(create_splits_scenes()[eval_set])
+    return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
+
+
 def validate_submission(submission: dict, expected_tokens: Iterable[str] | None = None) -> None:
     """Raise :class:`SubmissionError` naming the first problem the server or devkit would reject."""
     if set(submission) != {"meta", "results"}:
         raise SubmissionError(f"top-level keys must be meta and results, got {sorted(submission)}")
+    if not isinstance(submission["meta"], dict) or not isinstance(submission["results"], dict):
+        raise SubmissionError("meta and results must be JSON objects (dicts)")
     missing_meta = set(DEFAULT_META) - set(submission["meta"])
     if missing_meta:
         raise SubmissionError(f"meta lacks {sorted(missing_meta)}")
@@ -137,10 +203,14 @@ def validate_submission(submission: dict, expected_tokens: Iterable[str] | None 
         expected = set(expected_tokens)
         missing, extra = expected - set(results), set(results) - expected
         if missing:
-            raise SubmissionError(f"{len(missing)} samples have no entry, e.g. {sorted(missing)[0]}")
+            raise SubmissionError(
+                f"{len(missing)} of the {len(expected)} samples have no entry: {first_few(missing)}"
+            )
         if extra:
-            raise SubmissionError(f"{len(extra)} unknown sample tokens, e.g. {sorted(extra)[0]}")
+            raise SubmissionError(f"{len(extra)} unknown sample tokens (not in the split): {first_few(extra)}")
     for token, records in results.items():
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise SubmissionError(f"sample {token}: expected a list of box dicts, got {type(records).__name__}")
         if len(records) > MAX_BOXES_PER_SAMPLE:
             raise SubmissionError(f"sample {token} has {len(records)} boxes (at most {MAX_BOXES_PER_SAMPLE})")
         for r in records:
@@ -177,6 +247,7 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
+        set_default_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from perception.evaluation.nuscenes import SubmissionError
+from perception.engine.files import set_default_file_mode
+from perception.evaluation.nuscenes import SubmissionError, first_few
 from perception.evaluation.occupancy import (
     NUM_CLASSES,
     OccupancyMIoU,
@@ -140,12 +141,14 @@ def _check_token_set(given: Iterable[str], expected: Sequence[str], what: str = 
     missing = [t for t in expected if t not in given_set]
     if missing:
         raise OccupancySubmissionError(
-            f"sample {missing[0]} has no {what} ({len(missing)} of {len(expected_set)} expected samples lack one)"
+            f"sample {missing[0]} has no {what} ({len(missing)} of {len(expected_set)} expected samples lack one: "
+            f"{first_few(missing)})"
         )
     unknown = [t for t in given if t not in expected_set]
     if unknown:
         raise OccupancySubmissionError(
-            f"sample {unknown[0]} is not an expected sample ({len(unknown)} unknown sample tokens)"
+            f"sample {unknown[0]} is not an expected sample ({len(unknown)} unknown sample tokens: "
+            f"{first_few(unknown)})"
         )
 
 
@@ -201,6 +204,7 @@ def _write_npz_atomic(path: Path, arr: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:  # a file object: numpy appends no ".npz" to the temporary name
             np.savez_compressed(f, **{key: arr for key in SUBMISSION_KEYS})
+        set_default_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -216,6 +220,7 @@ def _write_zip_atomic(zip_path: Path, out_dir: Path, tokens: Sequence[str]) -> N
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             for token in tokens:
                 z.write(out_dir / f"{token}.npz", arcname=f"{out_dir.name}/{token}.npz")
+        set_default_file_mode(tmp)
         os.replace(tmp, zip_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -207,6 +207,7 @@ def test_submit_tool_writes_meta_and_zip(val_infos, synthetic_world, tmp_path):
                 "--out",
                 str(out),
                 "--zip",
+                "--allow-missing",
             ]
         )
         == 0

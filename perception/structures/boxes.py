@@ -156,6 +156,32 @@ def boxes_bev_iou(boxes_a: Array, boxes_b: Array) -> Array:
     return torch.as_tensor(iou, dtype=boxes_a.dtype, device=boxes_a.device) if is_torch else iou
 
 
+@numba.njit(cache=True)
+def _bev_intersection_matrix(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    inter = np.zeros((pa.shape[0], pb.shape[0]))
+    for i in range(pa.shape[0]):
+        for j in range(pb.shape[0]):
+            inter[i, j] = _convex_intersection_area(pa[i], pb[j])
+    return inter
+
+
+def boxes_iou_3d(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """(A, B) rotated 3D IoU of upright boxes (numpy, >= 7 columns): BEV footprint intersection times the
+    overlap of the z extents, over the union of the volumes."""
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, np.shape(boxes_a)[-1])
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, np.shape(boxes_b)[-1])
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    footprint = _bev_intersection_matrix(np.ascontiguousarray(box_bev_corners(a)),
+                                         np.ascontiguousarray(box_bev_corners(b)))
+    top = np.minimum(a[:, None, 2] + a[:, None, 5] / 2, b[None, :, 2] + b[None, :, 5] / 2)
+    bottom = np.maximum(a[:, None, 2] - a[:, None, 5] / 2, b[None, :, 2] - b[None, :, 5] / 2)
+    inter = footprint * np.clip(top - bottom, 0.0, None)
+    volume_a, volume_b = a[:, 3] * a[:, 4] * a[:, 5], b[:, 3] * b[:, 4] * b[:, 5]
+    union = volume_a[:, None] + volume_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def bev_aug_matrix(
     rotation: float = 0.0, scale: float = 1.0, flip_x: bool = False, flip_y: bool = False
 ) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
 from .reference import dcnv3_output_size
 
@@ -103,16 +106,84 @@ def check_ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_inde
                  "batch and heads as in value, (x, y) last")
     _check_shape(op, "attention_weights", attention_weights, (n, queries, heads, levels, points),
                  "matching sampling_locations")
-    if torch.compiler.is_compiling() or value.device.type == "meta" or _capturing_cuda_graph(value):
-        # The level table is data: unreadable on meta, and reading it to the host would break a
-        # compiled graph or a CUDA graph capture. The kernels skip levels that do not fit in value.
+    _check_level_table(op, keys, spatial_shapes, level_start_index)
+
+
+def _check_level_table(op: str, keys: int, spatial_shapes: Tensor, level_start_index: Tensor) -> None:
+    """Refuse a level table that does not describe ``keys`` flattened keys, level after level.
+
+    Level ``l`` must start at ``sum(H*W)`` of the levels before it and the levels must fill all
+    ``keys`` exactly; otherwise the kernels read the wrong rows and return a finite, wrong answer.
+    The table is data, so it is read only in eager mode (see :func:`_capturing`). On CPU the read is
+    a copy of a few integers and happens every call. On a GPU it is a host sync, so a table already
+    accepted is not read again: :func:`_accepted` remembers the last few by identity and version.
+    """
+    if _capturing(spatial_shapes, level_start_index):
         return
-    shapes = spatial_shapes.tolist()
-    starts = level_start_index.tolist()
-    for lvl, ((h, w), start) in enumerate(zip(shapes, starts)):
-        if h < 1 or w < 1 or start < 0 or start + h * w > keys:
-            raise ValueError(f"{op}: level {lvl} of size {h}x{w} starting at {start} does not fit in value's "
-                             f"{keys} keys (check spatial_shapes and level_start_index)")
+    on_cpu = spatial_shapes.device.type == "cpu"
+    if not on_cpu and _accepted(spatial_shapes, level_start_index, keys):
+        return
+    shapes, given = _read_table(spatial_shapes, level_start_index)
+    for lvl, (h, w) in enumerate(shapes):
+        if h < 1 or w < 1:
+            raise ValueError(f"{op}: spatial_shapes gives level {lvl} a size of {h}x{w}; each level needs "
+                             f"H >= 1 and W >= 1")
+    areas = [h * w for h, w in shapes]
+    expected = [sum(areas[:lvl]) for lvl in range(len(areas))]
+    if given != expected:
+        raise ValueError(f"{op}: level_start_index must be the exclusive cumulative sum of H*W of spatial_shapes "
+                         f"{shapes}: expected {expected}, given {given}")
+    if keys != sum(areas):
+        raise ValueError(f"{op}: value has {keys} keys (dim 1) but spatial_shapes {shapes} describe "
+                         f"sum(H*W) = {sum(areas)}")
+    if not on_cpu:
+        _remember(spatial_shapes, level_start_index, keys)
+
+
+def _read_table(spatial_shapes: Tensor, level_start_index: Tensor) -> tuple[list[list[int]], list[int]]:
+    """The [H, W] of each level and the given starts, as Python integers."""
+    if spatial_shapes.device.type == "cpu":  # two plain reads: about 1 us, where a torch.cat costs 15-40 us
+        return spatial_shapes.tolist(), level_start_index.tolist()
+    # Elsewhere one transfer for both tensors: one host sync rather than two.
+    levels = level_start_index.shape[0]
+    table = torch.cat([spatial_shapes.reshape(-1).long(), level_start_index.long()]).tolist()
+    return [table[2 * lvl:2 * lvl + 2] for lvl in range(levels)], table[2 * levels:]
+
+
+def _capturing(*tensors: Tensor) -> bool:
+    """Whether a graph is being captured, where the level table is unknown or must not be read.
+
+    Under torch.compile/torch.export the tensors are fake and reading them would break the graph;
+    torch.jit.trace and the TorchScript ONNX exporter would bake the values in as constants; meta
+    tensors have no values; a read during CUDA graph capture would break the capture. The kernels
+    skip levels that do not fit in value, so a traced graph still never reads out of bounds.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    # A plain torch.Tensor is never fake: is_fake is asked only about subclasses.
+    return (any(t.device.type == "meta" or (type(t) is not Tensor and is_fake(t)) for t in tensors)
+            or _capturing_cuda_graph(tensors[0]))
+
+
+# Level tables on a GPU that passed the check: (spatial_shapes, its version, level_start_index, its
+# version, keys). Weak references, so a remembered table can be freed and its id reused without
+# matching; versions, so an in-place edit is read again. A model passes one or two tables per
+# forward (one per memory), the same objects to every layer: a few entries suffice.
+_ACCEPTED_TABLES: list[tuple[weakref.ref, int, weakref.ref, int, int]] = []
+_ACCEPTED_LIMIT = 8
+
+
+def _accepted(spatial_shapes: Tensor, level_start_index: Tensor, keys: int) -> bool:
+    return any(shapes_ref() is spatial_shapes and shapes_version == spatial_shapes._version
+               and starts_ref() is level_start_index and starts_version == level_start_index._version
+               and accepted_keys == keys
+               for shapes_ref, shapes_version, starts_ref, starts_version, accepted_keys in _ACCEPTED_TABLES)
+
+
+def _remember(spatial_shapes: Tensor, level_start_index: Tensor, keys: int) -> None:
+    _ACCEPTED_TABLES.append((weakref.ref(spatial_shapes), spatial_shapes._version, weakref.ref(level_start_index),
+                             level_start_index._version, keys))
+    del _ACCEPTED_TABLES[:-_ACCEPTED_LIMIT]
 
 
 def _capturing_cuda_graph(t: Tensor) -> bool:

@@ -9,6 +9,11 @@ never hands one of them code for another's instruction set. A file lock around t
 several processes (DDP ranks) start at once: the first builds, the others wait and then load the
 result.
 
+The build command holds no path of the checkout that asked for it: the sources and headers are
+copied into the cache folder and compiled from there, and a folder whose build completed is loaded
+without running ninja at all (its command names the torch of one virtual environment). So any
+number of checkouts of the same sources share one build (docs/ops.md, "Just-in-time build").
+
 If a kernel cannot be built, we emit one warning saying what is missing and fall back to the
 pure-PyTorch reference; we never surface a raw compiler traceback unless asked
 (``PERCEPTION_OPS_VERBOSE=1``).
@@ -17,6 +22,8 @@ pure-PyTorch reference; we never surface a raw compiler traceback unless asked
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
 import platform
 import re
@@ -42,6 +49,11 @@ _HEADERS = ("sampling.h", "chunks.h", "cpu_rows.h", "kernels.h", "cuda_utils.cuh
 # nothing here reads floating-point exception flags.
 _CFLAGS = ["-O3", "-fopenmp", "-std=c++17", "-fno-trapping-math"]
 _CUDA_FLAGS = ["-O3", "--use_fast_math", "-std=c++17"]
+# Part of the cache key: bumped when the folder's layout changes, so that checkouts running older
+# code keep their own folders instead of rebuilding over ours.
+_CACHE_LAYOUT = "staged-sources-1"
+_STAGED = "src"  # the copies of the sources and headers inside a build folder
+_COMPLETE = "complete.json"  # written once a build has been loaded; names its library
 
 # kind ("cpu"/"cuda") -> loaded module, or None when the build failed. Read directly by the
 # backend selection so that torch.compile can trace it as a plain dict lookup.
@@ -83,9 +95,14 @@ def _sources(kind: str) -> list[Path]:
     return [_CSRC / name for name in (_CUDA_SOURCES if kind == "cuda" else _CPU_SOURCES)]
 
 
+def _headers() -> list[Path]:
+    return [_CSRC / h for h in _HEADERS if (_CSRC / h).exists()]
+
+
 def _digest(kind: str) -> str:
     sha = hashlib.sha256()
-    for path in _sources(kind) + [_CSRC / h for h in _HEADERS if (_CSRC / h).exists()]:
+    sha.update(f"{_CACHE_LAYOUT} {torch.version.git_version}".encode())
+    for path in _sources(kind) + _headers():
         sha.update(path.name.encode())
         sha.update(path.read_bytes())
     sha.update(" ".join(_CFLAGS + _host_cflags() + _CUDA_FLAGS).encode())
@@ -192,23 +209,92 @@ def _cuda_cflags() -> list[str]:
     return flags + _cuda_arch_flags(_visible_capabilities())
 
 
+def _stage_sources(kind: str, directory: Path) -> list[Path]:
+    """Copy the sources and headers into ``directory``, so the build command names no checkout.
+
+    Called under the build lock. A copy is written only when missing or different (a rewrite would
+    give it a new mtime, which ninja takes for a change), and atomically (a temporary file renamed
+    into place), so a killed process never leaves half a source behind. The folder is keyed by a
+    hash of these very files, so a copy differs only when it was damaged.
+    """
+    staged = directory / _STAGED
+    staged.mkdir(exist_ok=True)
+    for path in _sources(kind) + _headers():
+        target = staged / path.name
+        data = path.read_bytes()
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        partial = staged / f".{path.name}.{os.getpid()}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    return [staged / path.name for path in _sources(kind)]
+
+
+def _library_path(directory: Path, name: str) -> Path:
+    from torch.utils import cpp_extension
+
+    return directory / f"{name}{cpp_extension.LIB_EXT}"
+
+
+def _import_completed(directory: Path, name: str) -> ModuleType | None:
+    """The library of a completed build in ``directory``, imported without running ninja; else None.
+
+    ninja would compare its recorded command with a new one, and that command names the torch
+    headers of one virtual environment, so a checkout with its own ``.venv`` would rebuild. The
+    folder's name already keys everything the library depends on (sources, flags, CPU, torch).
+    """
+    library = _library_path(directory, name)
+    try:
+        completed = json.loads((directory / _COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    if completed.get("library") != library.name or not library.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(name, library)
+    if spec is None or spec.loader is None:
+        return None
+    try:  # module_from_spec opens an extension library, exec_module runs its init
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, OSError):  # a damaged library: relink it (ninja sees it missing) rather than give up
+        library.unlink(missing_ok=True)
+        return None
+    return module
+
+
+def _mark_complete(directory: Path, name: str) -> None:
+    partial = directory / f".{_COMPLETE}.{os.getpid()}.partial"
+    partial.write_text(json.dumps({"library": _library_path(directory, name).name}))
+    os.replace(partial, directory / _COMPLETE)
+
+
 def _build(kind: str) -> ModuleType:
     from filelock import FileLock
     from torch.utils import cpp_extension
 
     directory = build_directory(kind)
     directory.mkdir(parents=True, exist_ok=True)
+    name = f"perception_ops_{kind}_{directory.name.rsplit('-', 1)[-1]}"
     with FileLock(str(directory / "build.lock")):
-        return cpp_extension.load(
-            name=f"perception_ops_{kind}_{directory.name.rsplit('-', 1)[-1]}",
-            sources=[str(s) for s in _sources(kind)],
+        module = _import_completed(directory, name)
+        if module is not None:
+            return module
+        # Only the holder of our lock builds, so torch's own lock file here can only be left over
+        # from a process killed mid-build; torch would wait for it forever.
+        (directory / "lock").unlink(missing_ok=True)
+        sources = _stage_sources(kind, directory)
+        module = cpp_extension.load(
+            name=name,
+            # Includes are quoted and resolve next to the staged sources: no include path needed.
+            sources=[str(s) for s in sources],
             extra_cflags=_CFLAGS + _host_cflags() + (["-DWITH_CUDA"] if kind == "cuda" else []),
             extra_cuda_cflags=_cuda_cflags() if kind == "cuda" else [],
             extra_ldflags=["-fopenmp"],
-            extra_include_paths=[str(_CSRC)],
             build_directory=str(directory),
             verbose=os.environ.get(VERBOSE_ENV, "") not in ("", "0"),
         )
+        _mark_complete(directory, name)
+        return module
 
 
 def _summarise_failure(exc: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -50,12 +52,98 @@ def test_dcnv3_rejects_bad_geometry():
     (lambda v, s, i, l, w: (v, s[:1], i, l, w), ValueError, "spatial_shapes must have shape"),
     (lambda v, s, i, l, w: (v, s, i, l[..., :1], w), ValueError, "sampling_locations must have shape"),
     (lambda v, s, i, l, w: (v, s, i, l, w[:, :, :1]), ValueError, "attention_weights must have shape"),
-    (lambda v, s, i, l, w: (v[:, :10], s, i, l, w), ValueError, "level 0 of size 6x8 .* does not fit"),
-    (lambda v, s, i, l, w: (v, s, i + torch.tensor([0, 50]), l, w), ValueError, "level 1 of size 3x4 starting at 98"),
+    (lambda v, s, i, l, w: (v, s, i + torch.tensor([0, 50]), l, w), ValueError,
+     re.escape("expected [0, 48], given [0, 98]")),
+    (lambda v, s, i, l, w: (v, s * torch.tensor([[1, 1], [1, 0]]), i, l, w), ValueError, "level 1 a size of 3x0"),
 ])
 def test_ms_deform_attn_rejects_bad_tensors(mutate, error, message):
     with pytest.raises(error, match=message):
         ops.ms_deform_attn(*mutate(*msda_case()))
+
+
+def _msda_on_levels(shapes, starts, keys):
+    """A one-batch, one-head call on ``keys`` value rows with the given level table."""
+    value = torch.randn(1, keys, 1, 4)
+    levels = len(shapes)
+    return (value, torch.tensor(shapes), torch.tensor(starts), torch.rand(1, 3, 1, levels, 2, 2),
+            torch.rand(1, 3, 1, levels, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ms_deform_attn_refuses_starts_that_do_not_follow_the_shapes(cpu_kernels, backend):
+    # Levels 8x8 and 4x4 fill 64 + 16 = 80 rows: level 1 starts at 64. A start of 60 fits in value,
+    # so only the table check can tell that level 1 would read 4 rows of level 0.
+    message = re.escape("ms_deform_attn: level_start_index must be the exclusive cumulative sum of H*W of "
+                        "spatial_shapes [[8, 8], [4, 4]]: expected [0, 64], given [0, 60]")
+    with pytest.raises(ValueError, match=message):
+        ops.ms_deform_attn(*_msda_on_levels([[8, 8], [4, 4]], [0, 60], 80), backend=backend)
+    with pytest.raises(ValueError, match=re.escape("expected [0, 64], given [4, 68]")):
+        ops.ms_deform_attn(*_msda_on_levels([[8, 8], [4, 4]], [4, 68], 84), backend=backend)  # rows before level 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ms_deform_attn_accepts_the_matching_table(cpu_kernels, backend):
+    value, shapes, starts, loc, weights = _msda_on_levels([[8, 8], [4, 4], [1, 3]], [0, 64, 80], 83)
+    assert ops.ms_deform_attn(value, shapes, starts, loc, weights, backend=backend).shape == (1, 3, 4)
+    int32 = ops.ms_deform_attn(value, shapes.int(), starts.int(), loc, weights, backend=backend)
+    assert int32.shape == (1, 3, 4)
+
+
+@pytest.mark.parametrize(("keys", "rows"), [(79, "79 keys"), (81, "81 keys"), (10, "10 keys")])
+def test_ms_deform_attn_refuses_value_with_another_key_count(keys, rows):
+    message = re.escape(f"value has {rows} (dim 1) but spatial_shapes [[8, 8], [4, 4]] describe sum(H*W) = 80")
+    with pytest.raises(ValueError, match=message):
+        ops.ms_deform_attn(*_msda_on_levels([[8, 8], [4, 4]], [0, 64], keys))
+
+
+def test_level_table_is_read_again_after_an_in_place_edit():
+    # The GPU path remembers accepted tables by identity and version (one host sync per new table);
+    # the bookkeeping is device-independent, so it is checked here on CPU tensors.
+    from ops import _checks
+
+    shapes, starts = torch.tensor([[8, 8], [4, 4]]), torch.tensor([0, 64])
+    _checks._remember(shapes, starts, 80)
+    assert _checks._accepted(shapes, starts, 80)
+    assert not _checks._accepted(shapes, starts, 81)
+    assert not _checks._accepted(shapes.clone(), starts, 80)  # same values, another tensor: read it
+    starts[1] = 60
+    assert not _checks._accepted(shapes, starts, 80)
+
+
+def test_level_table_is_not_read_while_tracing(monkeypatch):
+    # torch.compile and torch.export see fake tensors; a jit trace or an ONNX export must not bake
+    # the table in. No eager check may run there (compile and export are tested in test_registration.py).
+    from ops import _checks
+
+    shapes, starts = torch.tensor([[8, 8], [4, 4]]), torch.tensor([0, 60])
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    _checks._check_level_table("op", 80, shapes, starts)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    _checks._check_level_table("op", 80, shapes, starts)
+    monkeypatch.undo()
+    with torch._subclasses.fake_tensor.FakeTensorMode() as fake_mode:
+        fake_shapes, fake_starts = fake_mode.from_tensor(shapes), fake_mode.from_tensor(starts)
+        _checks._check_level_table("op", 80, fake_shapes, fake_starts)
+    with pytest.raises(ValueError, match=re.escape("given [0, 60]")):
+        _checks._check_level_table("op", 80, shapes, starts)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_ms_deform_attn_on_cuda_checks_each_table_once():
+    args = [t.cuda() for t in _msda_on_levels([[8, 8], [4, 4]], [0, 60], 80)]
+    with pytest.raises(ValueError, match=re.escape("expected [0, 64], given [0, 60]")):
+        ops.ms_deform_attn(*args)
+    args[2] = torch.tensor([0, 64], device="cuda")
+    ops.ms_deform_attn(*args)  # reads the new table: one sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ops.ms_deform_attn(*args)  # the same table again: no sync
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    args[2][1] = 60  # edited in place: read again
+    with pytest.raises(ValueError, match=re.escape("given [0, 60]")):
+        ops.ms_deform_attn(*args)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -3,6 +3,10 @@
 ``synthetic_world``: a small synthetic nuScenes-format world (2 scenes x 6 key frames at 240x135,
 v1.0-mini with scene names from the devkit's mini_train / mini_val lists) plus its info files,
 generated once per session on first use and shared by every test that asks for it.
+
+``synthetic_2d``: the synthetic 2D sets (perception/data/synthetic/sets2d.py; 2 scenes x 2 key frames x
+CAM_FRONT and CAM_BACK at 160x96: 4 train and 4 val images), a COCO-format detection set under ``root/coco``
+and an ADE20K-format segmentation set under ``root/ade``, generated once per session on first use.
 """
 
 from __future__ import annotations
@@ -43,3 +47,22 @@ def nusc(synthetic_world):
     from nuscenes.nuscenes import NuScenes
 
     return NuScenes(synthetic_world.version, str(synthetic_world.root), verbose=False)
+
+
+@dataclass(frozen=True)
+class Synthetic2DSets:
+    root: Path
+    coco_train: Path  # instances_train.json; images in root/coco/train
+    coco_val: Path
+    ade_root: Path  # images/{training,validation}, annotations/{training,validation}
+    config: object  # the Synthetic2DConfig it was generated with
+
+
+@pytest.fixture(scope="session")
+def synthetic_2d(tmp_path_factory) -> Synthetic2DSets:
+    from perception.data.synthetic.sets2d import Synthetic2DConfig, generate_2d_sets
+
+    root = tmp_path_factory.mktemp("synthetic_2d")
+    config = Synthetic2DConfig(str(root), seed=3, num_scenes=2, samples_per_scene=2, image_size=(160, 96))
+    written = generate_2d_sets(config, progress=False)
+    return Synthetic2DSets(root, written["train"], written["val"], root / "ade", config)

@@ -16,6 +16,21 @@ DETECTION_CLASSES: tuple[str, ...] = (
     "traffic_cone",
 )
 
+# The 2D semantic segmentation classes (docs/pretraining_2d.md): the ground surfaces, scenery, the 10 detection
+# classes and sky. ADE20K-style label PNGs store index + 1, with 0 = other/unlabelled (traffic lights and
+# signs), so ``reduce_zero_label`` turns them back into these indices and 0 into the ignore index 255.
+SEGMENTATION_2D_CLASSES: tuple[str, ...] = (
+    "road",
+    "sidewalk",
+    "terrain",
+    "building",
+    "vegetation",
+    "lane_paint",
+    *DETECTION_CLASSES,
+    "sky",
+)
+SEGMENTATION_2D_OTHER = 0  # the label PNG value of other/unlabelled pixels
+
 # The 18 Occ3D-nuScenes classes; index = label value in ``semantics``. 17 = free.
 OCC3D_CLASSES: tuple[str, ...] = (
     "others",

@@ -89,24 +89,46 @@ def _hash_noise(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
     return (v - np.floor(v)) * 2 - 1
 
 
-def ground_colors(world: SceneWorld, xy: np.ndarray) -> np.ndarray:
-    """Texture of the ground at global points (N, 2): asphalt with painted lines, sidewalk, grass."""
+# Ground surface codes of :func:`ground_surfaces`: what the ground texture shows at a point.
+SURFACE_ROAD, SURFACE_SIDEWALK, SURFACE_TERRAIN, SURFACE_LANE_PAINT = 0, 1, 2, 3
+
+
+def _ground_layout(world: SceneWorld, xy: np.ndarray) -> dict[str, np.ndarray]:
+    """Road coordinates and the boolean masks of the ground texture at global points (N, 2): the one
+    definition of where road, sidewalk, grass and paint lie, shared by the colours and the labels."""
     a, b = world.global_to_road(xy)
     ab = np.abs(b)
-    noise = _hash_noise(np.floor(xy[:, 0] * 3), np.floor(xy[:, 1] * 3))
-    out = np.empty((len(xy), 3))
     road, walk = ab <= ROAD_HALF_WIDTH, (ab > ROAD_HALF_WIDTH) & (ab <= SIDEWALK_OUTER)
-    grass = ab > SIDEWALK_OUTER
-    out[road] = np.array([88, 88, 94]) + 6 * noise[road, None]
-    joints = np.abs(np.mod(a, 2.0) - 1.0) > 0.95
-    out[walk] = np.where(joints[walk, None], [135, 130, 125], [170, 165, 158]) + 5 * noise[walk, None]
-    out[grass] = np.array([78, 128, 52]) + 18 * noise[grass, None]
-    white = np.array([235, 235, 230])
     dashes = (np.abs(ab - LANE_WIDTH) < 0.08) & (np.mod(a, 9.0) < 3.0)
     edges = np.abs(ab - (ROAD_HALF_WIDTH - 0.2)) < 0.1
     stop = (b < 0) & road & (np.abs(np.mod(a - 2 * SEGMENT_LENGTH, 3 * SEGMENT_LENGTH)) < 0.3)
-    out[dashes | edges | stop] = white
-    out[(ab > 0.08) & (ab < 0.22)] = [230, 195, 40]  # double yellow centre line
+    yellow = (ab > 0.08) & (ab < 0.22)  # double yellow centre line
+    return dict(a=a, road=road, walk=walk, grass=ab > SIDEWALK_OUTER, white=dashes | edges | stop, yellow=yellow)
+
+
+def ground_surfaces(world: SceneWorld, xy: np.ndarray) -> np.ndarray:
+    """Surface code (N,) int64 of the ground at global points (N, 2): ``SURFACE_*``; paint wins over the
+    surface it is painted on, as in :func:`ground_colors`."""
+    layout = _ground_layout(world, xy)
+    out = np.full(len(xy), SURFACE_TERRAIN, dtype=np.int64)
+    out[layout["road"]] = SURFACE_ROAD
+    out[layout["walk"]] = SURFACE_SIDEWALK
+    out[layout["white"] | layout["yellow"]] = SURFACE_LANE_PAINT
+    return out
+
+
+def ground_colors(world: SceneWorld, xy: np.ndarray) -> np.ndarray:
+    """Texture of the ground at global points (N, 2): asphalt with painted lines, sidewalk, grass."""
+    layout = _ground_layout(world, xy)
+    road, walk, grass = layout["road"], layout["walk"], layout["grass"]
+    noise = _hash_noise(np.floor(xy[:, 0] * 3), np.floor(xy[:, 1] * 3))
+    out = np.empty((len(xy), 3))
+    out[road] = np.array([88, 88, 94]) + 6 * noise[road, None]
+    joints = np.abs(np.mod(layout["a"], 2.0) - 1.0) > 0.95
+    out[walk] = np.where(joints[walk, None], [135, 130, 125], [170, 165, 158]) + 5 * noise[walk, None]
+    out[grass] = np.array([78, 128, 52]) + 18 * noise[grass, None]
+    out[layout["white"]] = np.array([235, 235, 230])
+    out[layout["yellow"]] = [230, 195, 40]
     return out
 
 
@@ -160,17 +182,23 @@ def _trace(
     return color, t_best, ids, hit_counts
 
 
+def camera_rays(intrinsics: np.ndarray, cam2global: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Origin (3,) and global directions (H, W, 3) of the rays through the pixel centres of a pinhole camera
+    of ``size`` = (width, height); each direction has camera z = 1, so the hit distance t is the depth."""
+    width, height = size
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    pix = np.stack([u, v, np.ones_like(u)], -1)
+    return cam2global[:3, 3], pix @ np.linalg.inv(intrinsics).T @ cam2global[:3, :3].T
+
+
 def render_camera(
     world: SceneWorld, solids: Solids, intrinsics: np.ndarray, cam2global: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Image (H, W, 3) uint8, depth along the optical axis (H, W), hit id (H, W; -1 ground, -2 sky) and
     per-box hit counts for a pinhole camera (OpenCV axes) at ``cam2global``."""
     width, height = size
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    pix = np.stack([u, v, np.ones_like(u)], -1)
+    origin, dirs = camera_rays(intrinsics, cam2global, size)
     rot = cam2global[:3, :3]
-    dirs = pix @ np.linalg.inv(intrinsics).T @ rot.T  # camera z = 1, so t is the depth
-    origin = cam2global[:3, 3]
 
     def regions():
         corners = box_corners(solids.boxes)  # (B, 8, 3)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from _runner_common import DictAction, load_config, register_all
+from _runner_common import TRUST_CHECKPOINT_HELP, DictAction, allow_runner_checkpoints, load_config, register_all
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", nargs="?", const="float16", default=None, choices=["float16", "bfloat16"],
                         help="automatic mixed precision (AmpOptimWrapper; needs a GPU), default float16")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_CHECKPOINT_HELP)
     parser.add_argument("--strategy", choices=["ddp", "fsdp"], default=None,
                         help="data parallelism under a launcher: DDP (default) or FSDP2 sharding (docs/distributed.md)")
     parser.add_argument("--audit-ranks", action="store_true",
@@ -58,9 +59,30 @@ def apply_strategy(cfg: Config, strategy: str | None, audit_ranks: bool) -> type
     return FSDPRunner
 
 
+def apply_resume(cfg: Config, requested: str | None, trusted: bool = False) -> None:
+    """``--resume [CKPT]`` (or the config's ``resume = True``): continue from the checkpoint that
+    :func:`perception.engine.select_resume_checkpoint` takes, the newest intact one for ``auto``
+    (docs/robustness.md). A work dir without checkpoints starts from the beginning (the config's
+    ``load_from``, if any); a damaged ``CKPT`` or a work dir of damaged checkpoints is an error."""
+    import os
+
+    from perception.engine import select_resume_checkpoint
+
+    if requested is None and cfg.get("resume"):
+        requested = cfg.get("load_from") or "auto"
+    if requested is None:
+        return
+    report = print if os.environ.get("RANK", "0") == "0" else (lambda line: None)  # once under torchrun
+    checkpoint = select_resume_checkpoint(cfg, requested, trusted=trusted, report=report)
+    cfg.resume = checkpoint is not None
+    if checkpoint is not None:
+        cfg.load_from = checkpoint
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     register_all()
+    allow_runner_checkpoints(trusted=args.trust_checkpoint)
     from perception.engine import prepare_distributed
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
@@ -69,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.optim_wrapper.type = "AmpOptimWrapper"
             cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
         cfg.optim_wrapper.dtype = args.amp
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
+    apply_resume(cfg, args.resume, trusted=args.trust_checkpoint)
     runner_class = apply_strategy(cfg, args.strategy, args.audit_ranks)
     prepare_distributed(cfg)
     runner = runner_class.from_cfg(cfg)
@@ -80,4 +99,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_tool
+
+    run_tool(main, "train.py")

@@ -132,17 +132,20 @@ class BEVDetectionHead(nn.Module):
     @torch.no_grad()
     def predict(self, outputs: list[tuple[Tensor, Tensor]]) -> list[dict[str, Tensor]]:
         """Top-k over (query, class) scores of the last layer, group 0 only; no NMS."""
+        boxes, scores, labels, inside = self.decode_topk(outputs)
+        return [dict(boxes=b[keep], scores=s[keep], labels=lab[keep])
+                for b, s, lab, keep in zip(boxes, scores, labels, inside)]
+
+    def decode_topk(self, outputs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fixed-size part of :meth:`predict` (what an exported model computes, docs/deployment.md):
+        boxes (B, k, 9), scores (B, k), labels (B, k) of the top k = max_detections (query, class)
+        scores, and (B, k) whether each box lies near the grid (predict keeps those)."""
         logits, codes = outputs[-1]
-        results = []
-        for i in range(logits.shape[0]):
-            scores = logits[i].sigmoid().flatten()
-            k = min(self.max_detections, scores.numel())
-            top, index = scores.topk(k)
-            query, label = index // self.num_classes, index % self.num_classes
-            boxes = decode_boxes(codes[i, query].float())
-            inside = self._inside_range(boxes[:, :3])
-            results.append(dict(boxes=boxes[inside], scores=top[inside].float(), labels=label[inside]))
-        return results
+        scores = logits.sigmoid().flatten(1)
+        top, index = scores.topk(min(self.max_detections, scores.shape[1]), dim=1)
+        query, label = index // self.num_classes, index % self.num_classes
+        boxes = decode_boxes(torch.gather(codes, 1, query[..., None].expand(-1, -1, codes.shape[-1])).float())
+        return boxes, top.float(), label, self._inside_range(boxes[..., :3])
 
     def _inside_range(self, xyz: Tensor, margin: float = 10.0) -> Tensor:
         lo, hi = self._ranges(xyz.device)

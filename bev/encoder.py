@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ops import MultiScaleDeformableAttention, ms_deform_attn
+from ops.export import is_exportable, level_table
 from ops.modules import init_deformable_attention, sampling_locations
 from perception.models.layers import FFN
 from perception.structures.cameras import project_points
@@ -82,6 +83,9 @@ class SpatialCrossAttention(nn.Module):
         b, q, c = query.shape
         n_cam = reference_uv.shape[1]
         seen = visible.any(-1).flatten(0, 1)  # (B·Ncam, Q)
+        if is_exportable():
+            total = self._attend_all(query + query_pos, reference_uv, value, spatial_shapes, level_start_index, seen)
+            return self._average_cameras(query, total, seen, b, n_cam)
         counts = seen.sum(-1)
         length = int(counts.max()) if counts.numel() else 0
         total = query.new_zeros(b * n_cam, q, c)
@@ -95,8 +99,23 @@ class SpatialCrossAttention(nn.Module):
             sampled = self._attend(gathered, ref, value, spatial_shapes, level_start_index)
             sampled = sampled * valid[..., None].to(sampled.dtype)
             total = total.scatter_add(1, order[..., None].expand(-1, -1, c), sampled.to(total.dtype))
+        return self._average_cameras(query, total, seen, b, n_cam)
+
+    def _attend_all(self, queries: Tensor, reference_uv: Tensor, value: Tensor, spatial_shapes: Tensor,
+                    level_start_index: Tensor, seen: Tensor) -> Tensor:
+        """Export mode (ops/export.py): every query of every camera, unseen ones zeroed, so no shape
+        depends on the data. Each query's attention is independent of the others, so the seen ones
+        get what the gathered path gives them."""
+        n_cam = reference_uv.shape[1]
+        sampled = self._attend(queries.repeat_interleave(n_cam, dim=0), reference_uv.flatten(0, 1), value,
+                               spatial_shapes, level_start_index)
+        return sampled * seen[..., None].to(sampled.dtype)
+
+    def _average_cameras(self, query: Tensor, total: Tensor, seen: Tensor, b: int, n_cam: int) -> Tensor:
+        """The mean over the cameras that see each query, projected and added back to the query."""
+        q, c = query.shape[1:]
         per_query = total.view(b, n_cam, q, c).sum(1) / seen.view(b, n_cam, q).sum(1).clamp(min=1)[..., None]
-        return query + self.dropout(self.output_proj(per_query))
+        return query + self.dropout(self.output_proj(per_query.to(query.dtype)))
 
     def _attend(self, query: Tensor, ref: Tensor, value: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor) -> Tensor:
@@ -175,7 +194,7 @@ class BEVEncoder(nn.Module):
             tokens = tokens + embed.to(tokens.dtype)
             flat.append(tokens.flatten(0, 1))
             shapes.append((h, w))
-        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=features[0].device)
+        spatial_shapes = level_table(shapes, features[0].device)
         areas = spatial_shapes.prod(1)
         starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
         return torch.cat(flat, dim=1), spatial_shapes, starts
@@ -192,7 +211,7 @@ class BEVEncoder(nn.Module):
         reference_uv = reference_uv.to(value.dtype)
         bev = self.bev_queries.weight.to(value.dtype)[None].expand(b, -1, -1)
         bev_pos = self.bev_position(b).to(value.dtype)
-        bev_shape = torch.tensor([[self.nx, self.ny]], device=device)
+        bev_shape = level_table([(self.nx, self.ny)], device)
         bev_ref = self.bev_reference(b, device).to(value.dtype)
         for layer in self.layers:
             bev = layer(bev, bev_pos, bev_shape, bev_ref, value, spatial_shapes, starts, reference_uv, visible)

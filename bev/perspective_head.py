@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ops.export import inverse_4x4, is_exportable
 from perception.models.losses import sigmoid_focal_loss
 from perception.structures.boxes import box_corners
+from perception.structures.boxes2d import box_area, clip_boxes
 from perception.structures.cameras import project_points
 
 __all__ = ["PerspectiveHead", "project_boxes"]
@@ -33,9 +35,7 @@ def project_boxes(boxes: Tensor, ego2img: Tensor, image_size: tuple[int, int], m
     uv, depth = project_points(ego2img.to(points.dtype), points, eps=1e-3)
     height, width = image_size
     corner_uv = uv[:, 1:]
-    box = torch.cat([corner_uv.min(1).values, corner_uv.max(1).values], -1)
-    box[:, 0::2] = box[:, 0::2].clamp(0, width)
-    box[:, 1::2] = box[:, 1::2].clamp(0, height)
+    box = clip_boxes(torch.cat([corner_uv.min(1).values, corner_uv.max(1).values], -1), image_size)
     centre_uv = uv[:, 0]
     inside = (centre_uv[:, 0] >= 0) & (centre_uv[:, 0] < width) & (centre_uv[:, 1] >= 0) & (centre_uv[:, 1] < height)
     valid = (depth[:, 0] > min_depth) & (depth[:, 1:] > 0).all(1) & inside
@@ -111,7 +111,7 @@ class PerspectiveHead(nn.Module):
             extent = ltrb.max(-1).values
             in_range = (extent >= self.size_ranges[level]) & (extent <= self.size_ranges[level + 1])
             candidate = (ltrb.min(-1).values > 0) & near_centre & in_range
-            area = ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[None].expand(len(loc), n)
+            area = box_area(box)[None].expand(len(loc), n)
             area = torch.where(candidate, area, torch.full_like(area, _INF))
             best_area, best = area.min(1)
             positive = best_area < _INF
@@ -199,7 +199,8 @@ class PerspectiveHead(nn.Module):
         top, index = scores_all.topk(k, dim=1)
         cam_points = torch.gather(torch.cat(centres, 1), 1, index[..., None].expand(-1, -1, 3))
         cam_index = torch.gather(torch.cat(cams, 1), 1, index)
-        img2ego = torch.linalg.inv(ego2img.float())  # (B, Ncam, 4, 4)
+        # (B, Ncam, 4, 4); export mode: the adjugate form, as ONNX has no matrix inverse (ops/export.py)
+        img2ego = inverse_4x4(ego2img.float()) if is_exportable() else torch.linalg.inv(ego2img.float())
         chosen = torch.gather(img2ego, 1, cam_index[..., None, None].expand(-1, -1, 4, 4))
         ego = (chosen @ F.pad(cam_points, (0, 1), value=1.0)[..., None])[..., :3, 0]
         return dict(centres=ego, labels=torch.gather(labels_all, 1, index), scores=top)

@@ -14,6 +14,7 @@ from . import _extension
 from ._checks import check_ms_deform_attn
 from ._dtypes import kernel_dtype, unify_dtypes
 from .backend import calls_kernels_directly, select_backend
+from .export import lowering_active, ms_deform_attn_lowered
 from .reference import ms_deform_attn_reference
 
 __all__ = ["ms_deform_attn"]
@@ -101,6 +102,9 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     sampling_locations, attention_weights = unify_dtypes(
         "ms_deform_attn", "value", value, sampling_locations=sampling_locations,
         attention_weights=attention_weights)
+    if lowering_active():  # torch.onnx.export: GridSample per level, or a fused node (ops/export.py)
+        return ms_deform_attn_lowered(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights)
     chosen = select_backend(backend, value.device)
     if chosen == "reference":
         return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations,

@@ -18,6 +18,7 @@ from . import _extension
 from ._checks import check_dcnv3
 from ._dtypes import kernel_dtype, unify_dtypes
 from .backend import calls_kernels_directly, select_backend
+from .export import dcnv3_as_deform_conv, lowering_active
 from .reference import dcnv3_output_size, dcnv3_reference
 
 __all__ = ["dcnv3"]
@@ -121,6 +122,8 @@ def dcnv3(input: Tensor, offset: Tensor, mask: Tensor, kernel_h: int, kernel_w: 
     offset, mask = unify_dtypes("dcnv3", "input", input, offset=offset, mask=mask)
     args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
             float(offset_scale), bool(remove_center), bool(mask_softmax))
+    if lowering_active():  # torch.onnx.export: one standard DeformConv node (ops/export.py)
+        return dcnv3_as_deform_conv(input, offset, mask, *args)
     chosen = select_backend(backend, input.device)
     if chosen == "reference":
         return dcnv3_reference(input, offset, mask, *args)

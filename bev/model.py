@@ -39,15 +39,17 @@ class BEVFormerV2(BaseModel):
 
     ``bev_grid`` (a dict of BEVGrid arguments or a grid) is handed to the encoder and to every head
     built from a dict that does not set its own ``grid``; such heads also get ``in_channels`` (the BEV's
-    channels) when they take it."""
+    channels) when they take it. ``img`` may be uint8 (the loader's; normalised on the model's device with
+    ``img_norm``, see :class:`BEVSpine`) or float (already normalised)."""
 
     def __init__(self, backbone, neck, encoder, heads: Mapping[str, Any] | None = None, head=None,
                  perspective_head=None, hybrid_queries: int = 0, num_frames: int = 1,
                  fusion_channels: int | None = None, bev_levels: int = 4, bev_grid=None,
-                 ignore_targets: Sequence[str] = (), data_preprocessor: dict | None = None) -> None:
+                 ignore_targets: Sequence[str] = (), data_preprocessor: dict | None = None,
+                 img_norm: Mapping[str, Sequence[float]] | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
         heads = _head_configs(heads, head, perspective_head, hybrid_queries)
-        self.spine = BEVSpine(backbone, neck, encoder, num_frames, fusion_channels, bev_levels, bev_grid)
+        self.spine = BEVSpine(backbone, neck, encoder, num_frames, fusion_channels, bev_levels, bev_grid, img_norm)
         # Heads built from dicts get the spine's grid and BEV channels when they take them and leave them out.
         self.heads = nn.ModuleDict({name: build_component(cfg, grid=self.spine.grid, in_channels=self.spine.embed_dims)
                                     for name, cfg in heads.items()})

@@ -3,8 +3,11 @@ encoder, BEVFormer v2 temporal fusion and the video cache. It returns a :class:`
 heads (detection, occupancy, lanes) read only that.
 
 Inputs follow the sample contract (docs/architecture.md): ``img`` (B, T, Ncam, 3, H, W) with the
-current frame last; ``cams['ego2img']`` (B, T, Ncam, 4, 4); ``cams['valid_hw']`` (B, T, Ncam, 2),
-optional, the rows and columns of each camera's real image inside the padded input;
+current frame last, either uint8 RGB as the loader ships it (normalised here, on the model's device, by
+:func:`normalize_images` with the spine's ``img_norm``) or float, taken as already normalised (fake
+batches, the exported graphs of ops/export.py); ``cams['ego2img']`` (B, T, Ncam, 4, 4);
+``cams['valid_hw']`` (B, T, Ncam, 2), optional, the rows and columns of each camera's real image inside the
+padded input;
 ``ego['prev2curr']`` (B, T, 4, 4) maps frame t's ego frame into the current one;
 ``ego['history_valid']`` (B, T) marks frames that exist.
 
@@ -32,18 +35,21 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ops.export import is_exportable
 from perception.structures import BEVGrid
 from perception.structures.cameras import image_aug_matrix
+from perception.structures.image_norm import IMAGENET_MEAN, IMAGENET_STD
 
 from .temporal import ResidualConvFusion, fill_missing_history
 
 __all__ = ["BEVSpine", "SpineOutput", "build_component", "feature_ego2img", "feature_valid_region", "flip_back",
-           "image_flips", "make_grid"]
+           "image_flips", "make_grid", "normalize_images"]
 
 
 @dataclass
@@ -146,7 +152,10 @@ def feature_valid_region(cams: dict, flips: Tensor | None, image_size: tuple[int
     padded on the right becomes [W - w, W) x [0, h) once flipped back."""
     valid_hw = cams.get("valid_hw")
     height, width = image_size
-    if valid_hw is None or bool((valid_hw[..., 0] >= height).all() and (valid_hw[..., 1] >= width).all()):
+    if valid_hw is None:
+        return None
+    # Export mode reads no tensor values (ops/export.py): the region is kept even when it is the whole input.
+    if not is_exportable() and bool((valid_hw[..., 0] >= height).all() and (valid_hw[..., 1] >= width).all()):
         return None
     rows, cols = valid_hw[..., 0].float(), valid_hw[..., 1].float()
     zeros = torch.zeros_like(rows)
@@ -155,15 +164,41 @@ def feature_valid_region(cams: dict, flips: Tensor | None, image_size: tuple[int
     return torch.stack([u0, zeros, u1, rows], -1)
 
 
+def normalize_images(img: Tensor, mean: Sequence[float], std: Sequence[float],
+                     valid_hw: Tensor | None = None) -> Tensor:
+    """uint8 (..., 3, H, W) RGB -> float32 ``(x - mean) / std`` per channel, the arithmetic the loader's
+    NormalizeMultiViewImages does on the CPU (float32 subtract, then divide). With ``valid_hw`` (..., 2) the
+    padding (outside each image's rows x cols, at the bottom/right) is zero, as when the loader padded
+    already-normalised images."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=img.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=img.device).view(3, 1, 1)
+    out = img.float().sub_(mean_t).div_(std_t)
+    if valid_hw is not None:
+        height, width = img.shape[-2:]
+        rows = torch.arange(height, device=img.device).view(height, 1)
+        cols = torch.arange(width, device=img.device)
+        hw = valid_hw.to(img.device)
+        inside = (rows < hw[..., 0, None, None]) & (cols < hw[..., 1, None, None])
+        out.masked_fill_(~inside.unsqueeze(-3), 0.0)
+    return out
+
+
 class BEVSpine(nn.Module):
     """Images of T frames -> one fused BEV plus the current frame's per-camera features.
 
     Components may be modules or config dicts. ``neck`` may leave out ``in_channels``: they are then
-    taken from the backbone's declared ``out_channels``."""
+    taken from the backbone's declared ``out_channels``. ``img_norm`` (``dict(mean=, std=)``, RGB, 0..255
+    scale; default ImageNet's, perception/structures/image_norm.py) normalises uint8 input; float input is
+    taken as already normalised."""
 
     def __init__(self, backbone, neck, encoder, num_frames: int = 1, fusion_channels: int | None = None,
-                 bev_levels: int = 4, bev_grid=None) -> None:
+                 bev_levels: int = 4, bev_grid=None, img_norm: Mapping[str, Sequence[float]] | None = None) -> None:
         super().__init__()
+        norm = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD) if img_norm is None else dict(img_norm)
+        if set(norm) != {"mean", "std"} or any(len(norm[k]) != 3 for k in norm):
+            raise ValueError(f"img_norm must be dict(mean=(r, g, b), std=(r, g, b)), got {img_norm!r}")
+        # Python floats, not buffers: they stay float32 when the model is cast to half precision.
+        self.img_mean, self.img_std = tuple(map(float, norm["mean"])), tuple(map(float, norm["std"]))
         if not 1 <= num_frames <= 8:
             raise ValueError(f"num_frames must be between 1 and 8, got {num_frames}")
         grid = make_grid(bev_grid)
@@ -229,6 +264,8 @@ class BEVSpine(nn.Module):
     def forward(self, img: Tensor, cams: dict, ego: dict, meta: list[dict] | None = None) -> SpineOutput:
         if img.dim() != 6:
             raise ValueError(f"img must be (B, T, Ncam, 3, H, W), got shape {tuple(img.shape)}")
+        if img.dtype == torch.uint8:
+            img = normalize_images(img, self.img_mean, self.img_std, cams.get("valid_hw"))
         b, t = img.shape[:2]
         image_size = tuple(img.shape[-2:])
         flips = image_flips(cams)

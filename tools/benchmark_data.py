@@ -11,7 +11,9 @@ The data is a synthetic nuScenes-format world (``perception.data.synthetic``) of
 6 cameras at ``--image-size`` (default 1600x900), its JPEGs re-encoded at ``--quality`` (default 90, 4:2:0
 chroma); it is generated once and cached under ``--data-dir``. The baseline reads the same files:
 ``PIL.Image.open(path).convert('RGB')`` per camera and frame, numpy, a PIL resize to the pipeline's final
-size, normalisation, one stack, no threads.
+size, normalisation, one stack, no threads. The pipeline ships uint8 images (the model normalises them on
+its device), so the tool also times the baseline without its normalisation ("baseline-uint8", the same
+work minus the float step) and prints the ratios against both.
 
 Per core: DataLoader workers count as cores, the in-process run (``--workers 0``) as one. The pipeline's
 image loader also decodes with a thread pool, so the tool prints samples per CPU-second as well (the
@@ -38,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/bev/bevformer_v2_internimage_b_nus.py"
 WORLD_VERSION = 1  # bump when the cached world's content changes
+UINT8_BASELINE = "baseline-uint8"  # the baseline without its float normalisation
 
 
 @dataclass(frozen=True)
@@ -219,20 +222,24 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def baseline_sample(paths: list[str], size: tuple[int, int], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The plain reference: PIL decode, numpy, PIL resize, normalise, stack (one thread)."""
+def baseline_sample(paths: list[str], size: tuple[int, int], mean: np.ndarray | None, std: np.ndarray | None
+                    ) -> np.ndarray:
+    """The plain reference: PIL decode, numpy, PIL resize, normalise (skipped when ``mean`` is None), stack
+    (one thread)."""
     images = []
     for path in paths:
         array = np.asarray(Image.open(path).convert("RGB"))
         resized = np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
-        images.append((resized.astype(np.float32) - mean) / std)
+        images.append(resized if mean is None else (resized.astype(np.float32) - mean) / std)
     return np.stack(images)
 
 
-def time_baseline(samples: list[list[str]], size: tuple[int, int]) -> Timing:
+def time_baseline(samples: list[list[str]], size: tuple[int, int], normalise: bool = True) -> Timing:
     from perception.data.transforms_bev import IMAGENET_MEAN, IMAGENET_STD
 
     mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    if not normalise:
+        mean = std = None
     cpu, start = _cpu_seconds(), time.perf_counter()
     for paths in samples:
         baseline_sample(paths, size, mean, std)
@@ -251,7 +258,7 @@ def time_loader(dataset, count: int, batch: int, workers: int, pin_memory: bool)
     cpu, start, done = _cpu_seconds(), time.perf_counter(), 0
     for out in loader:  # the iterator joins its workers when exhausted, so their CPU time is counted
         done += int(out["img"].shape[0])
-        assert out["img"].dtype == torch.float32
+        assert out["img"].dtype in (torch.uint8, torch.float32)
     return Timing(done, time.perf_counter() - start, _cpu_seconds() - cpu)
 
 
@@ -320,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Timing]] = {}
     for r in range(args.rounds):
         runs.setdefault("baseline", []).append(time_baseline(samples, size))
+        runs.setdefault(UINT8_BASELINE, []).append(time_baseline(samples, size, normalise=False))
         for w in args.workers:
             runs.setdefault(f"workers={w}", []).append(
                 time_loader(dataset, args.iters, args.batch_size, w, args.pin_memory))
@@ -343,17 +351,22 @@ def header(args: argparse.Namespace, root: Path, pipeline: list[dict], frames: i
 
 def report(runs: dict[str, list[Timing]], args: argparse.Namespace, frames: int, config_frames: int) -> list[str]:
     base = median_timing(runs["baseline"])
-    lines = [f"{'run':12s} {'samples/s':>10s} {'cores':>5s} {'per core':>9s} {'per CPU-s':>10s} "
+    base_uint8 = median_timing(runs[UINT8_BASELINE]) if UINT8_BASELINE in runs else None
+    lines = [f"{'run':14s} {'samples/s':>10s} {'cores':>5s} {'per core':>9s} {'per CPU-s':>10s} "
              f"{'ratio/core':>10s} {'ratio/CPU-s':>11s}"]
     best = None
     for name, timings in runs.items():
         t = median_timing(timings)
-        cores = 1 if name == "baseline" else max(1, int(name.split("=")[1]))
+        is_baseline = name.startswith("baseline")
+        cores = 1 if is_baseline else max(1, int(name.split("=")[1]))
         ratio, ratio_cpu = (t.rate / cores) / base.rate, t.cpu_rate / base.cpu_rate
-        lines.append(f"{name:12s} {t.rate:10.3f} {cores:5d} {t.rate / cores:9.3f} {t.cpu_rate:10.3f} "
+        lines.append(f"{name:14s} {t.rate:10.3f} {cores:5d} {t.rate / cores:9.3f} {t.cpu_rate:10.3f} "
                      f"{ratio:9.2f}x {ratio_cpu:10.2f}x")
-        if name != "baseline":
+        if not is_baseline:
             lines.append(f"ratio per core ({name} vs PIL baseline): {ratio:.2f}x (per CPU-second {ratio_cpu:.2f}x)")
+            if base_uint8 is not None:
+                lines.append(f"  vs the uint8 baseline: {(t.rate / cores) / base_uint8.rate:.2f}x per core "
+                             f"(per CPU-second {t.cpu_rate / base_uint8.cpu_rate:.2f}x)")
             # Training loads in workers (the main process runs the model): prefer their best run.
             key = (name != "workers=0", t.cpu_rate)
             if best is None or key > best[2]:

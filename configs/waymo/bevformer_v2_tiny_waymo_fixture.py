@@ -11,13 +11,11 @@ bev_grid = dict(x_range=(-16.0, 48.0), y_range=(-32.0, 32.0), z_range=(-2.0, 4.0
 train_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=5),
     dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05)),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]
 test_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=5),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]

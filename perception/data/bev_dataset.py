@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.registry import FUNCTIONS
 from torch.utils.data import Dataset
 
@@ -158,15 +157,36 @@ def _stack_nested(values: list):
     return list(values)
 
 
-def _pad_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Zero-pad the last two dims bottom/right to (height, width)."""
-    h, w = img.shape[-2:]
-    return img if (h, w) == (height, width) else F.pad(img, (0, width - w, 0, height - h))
+def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for a batch. Inside a DataLoader worker it lives in shared memory, so the
+    batch crosses to the main process without the copy torch makes of ordinary tensors (as torch's
+    default_collate does)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = 1
+    for n in shape:
+        numel *= n
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def _stack_padded(images: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """Stack (..., h, w) images into one (B, ..., height, width) tensor, each zero-padded bottom/right,
+    written once into the batch buffer."""
+    first = images[0]
+    out = _batch_buffer((len(images), *first.shape[:-2], height, width), first.dtype)
+    for i, img in enumerate(images):
+        h, w = img.shape[-2:]
+        if (h, w) != (height, width):
+            out[i].zero_()
+        out[i, ..., :h, :w].copy_(img)
+    return out
 
 
 @FUNCTIONS.register_module(name="bev_collate")
 def bev_collate(batch: list[dict]) -> dict:
-    """Batch sample dicts: ``img`` (B, T, Ncam, 3, H, W), zero-padded bottom/right to the batch's largest
+    """Batch sample dicts: ``img`` (B, T, Ncam, 3, H, W) of the samples' dtype (uint8 from the BEV
+    configs' pipelines), in shared memory inside DataLoader workers, zero-padded bottom/right to the batch's largest
     size when samples differ (``ego2img`` stays valid; ``cams['valid_hw']`` (B, T, Ncam, 2) keeps each
     camera's real region, ``cams['pad_shape']`` becomes the batch's (H, W) = ``img.shape[-2:]``,
     ``cams['img_shape']`` a list of the samples' tuples); the other ``cams``/``ego`` tensors are
@@ -178,7 +198,7 @@ def bev_collate(batch: list[dict]) -> dict:
     cams = _stack_nested([s["cams"] for s in batch])
     cams["pad_shape"] = (height, width)
     out = dict(
-        img=torch.stack([_pad_to(s["img"], height, width) for s in batch]),
+        img=_stack_padded([s["img"] for s in batch], height, width),
         cams=cams,
         ego=_stack_nested([s["ego"] for s in batch]),
         meta=[s["meta"] for s in batch],

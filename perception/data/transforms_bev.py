@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import simplejpeg
 import torch
@@ -47,12 +48,10 @@ from PIL import Image
 from perception.engine.registry import TRANSFORMS
 from perception.structures.boxes import bev_aug_matrix
 from perception.structures.cameras import image_aug_matrix
+from perception.structures.image_norm import IMAGENET_MEAN, IMAGENET_STD
 
 from .labels import LABEL_TYPES, CameraImageTransform, active_label_types
 from .labels.base import default_label_type
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 class RandomTransform:
@@ -354,15 +353,19 @@ class ResizeCropFlipImage(RandomTransform):
 
     @staticmethod
     def _apply(img: np.ndarray, t: CameraImageTransform) -> np.ndarray:
-        """Resize, crop and flip; only the kept region is resampled (PIL's ``box``: the filter of resizing
-        everything and cropping, pixels within 2 levels of it from fixed-point rounding); outside the
-        resized image is black."""
+        """Resize, crop and flip; outside the resized image is black. Bilinear throughout: an upscale
+        (both sides grow, as in the nuScenes configs) through OpenCV, whose bilinear resize is PIL's when
+        nothing shrinks (no antialiasing; within one level from fixed-point rounding) at a fifth of the
+        cost; otherwise PIL resamples only the kept region (``box``: the filter of resizing everything and
+        cropping, pixels within 2 levels of it from fixed-point rounding)."""
         height, width = img.shape[:2]
         size = (int(round(width * t.scale[0])), int(round(height * t.scale[1])))
         (x0, y0), (out_w, out_h) = t.crop, t.out_size
         x1, y1 = min(x0 + out_w, size[0]), min(y0 + out_h, size[1])
         if size == (width, height):  # e.g. decoded at the pipeline's scale: crop (and flip) only
             kept = img[y0:y1, x0:x1]
+        elif size[0] >= width and size[1] >= height:
+            kept = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
         else:
             box = (x0 * width / size[0], y0 * height / size[1], x1 * width / size[0], y1 * height / size[1])
             kept = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))
@@ -370,7 +373,9 @@ class ResizeCropFlipImage(RandomTransform):
             canvas = np.zeros((out_h, out_w, *kept.shape[2:]), dtype=kept.dtype)
             canvas[: kept.shape[0], : kept.shape[1]] = kept
             kept = canvas
-        return np.ascontiguousarray(kept[:, ::-1] if t.flip else kept)
+        kept = np.ascontiguousarray(kept)
+        # OpenCV's mirror is ~10x faster than numpy's copy of a reversed 3-channel view.
+        return cv2.flip(kept, 1) if t.flip else kept
 
 
 def _native_sizes(frame: dict) -> list[tuple[int, int]]:
@@ -389,7 +394,8 @@ class PhotometricAugmentation(RandomTransform):
     """Brightness, contrast, saturation and hue jitter, each with probability ``prob``, drawn per camera
     (geometry untouched).
 
-    The four are one colour matrix applied in one pass (rounded, clipped to 0..255 once, at the end):
+    The four are one colour matrix applied in one pass (rounded, clipped to 0..255 once, at the end;
+    OpenCV's ``transform``):
     brightness scales RGB by b; contrast blends with the image's mean luma (after brightness) by c;
     saturation blends each pixel with its luma by s; hue rotates RGB about the grey axis by h turns
     (h in [-hue, hue]; greys stay grey, +h turns red towards green as an HSV hue shift does).
@@ -421,13 +427,11 @@ class PhotometricAugmentation(RandomTransform):
         h = float(self.rng.uniform(-self.hue, self.hue)) if self.rng.random() < self.prob and self.hue > 0 else None
         if b is None and c is None and s is None and h is None:
             return img
-        pil = Image.fromarray(img)
-        mean_luma = None
-        if c is not None:
-            counts = np.asarray(pil.histogram(), dtype=np.float64).reshape(3, 256)
-            mean_luma = float(LUMA @ (counts @ np.arange(256)) / (img.shape[0] * img.shape[1]))
+        mean_luma = float(LUMA @ np.array(cv2.mean(img)[:3])) if c is not None else None
         matrix = color_matrix(b, c, s, h, mean_luma)
-        return np.asarray(pil.convert("RGB", tuple(matrix[:3].ravel())))
+        # OpenCV applies the 3x4 affine per pixel with one rounding and saturation to 0..255 (within 0.71
+        # of a level of the exact value), about 10x faster than PIL's matrix convert.
+        return cv2.transform(np.ascontiguousarray(img), matrix[:3])
 
 
 def color_matrix(
@@ -530,7 +534,12 @@ class ObjectRangeFilter:
 
 @TRANSFORMS.register_module()
 class NormalizeMultiViewImages:
-    """uint8 RGB -> float32 (x - mean) / std (ImageNet statistics by default, RGB order)."""
+    """uint8 RGB -> float32 (x - mean) / std (ImageNet statistics by default, RGB order) on the CPU.
+
+    The BEV configs leave it out: they ship uint8 images (4x less to write, copy and transfer) and the
+    model normalises them on its device with the same arithmetic (bev/spine.py ``normalize_images``,
+    docs/data.md "Loader speed"). Float input is taken by the model as already normalised, so a pipeline
+    with this step still works."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         self.mean, self.std = np.array(mean, np.float32), np.array(std, np.float32)
@@ -614,6 +623,10 @@ class PadMultiViewImages:
 class PackBEVInputs:
     """Final step: the sample dict of docs/architecture.md, as torch tensors.
 
+    ``img`` (T, Ncam, 3, H, W) keeps the images' dtype: uint8 RGB in the BEV configs, whose model
+    normalises on its device (bev/spine.py ``normalize_images``); float32 after
+    ``NormalizeMultiViewImages``.
+
     Cameras of different sizes are zero-padded bottom/right to the sample's largest size (so ``ego2img``
     stays valid). ``cams['valid_hw']`` (T, Ncam, 2) int64 is each camera's (rows, cols) of real image in
     the padded input; ``cams['img_shape']`` the largest valid (h, w) (the image size for a one-size rig);
@@ -639,7 +652,7 @@ class PackBEVInputs:
         sizes = np.array([img.shape[:2] for f in frames for img in f["imgs"]])
         if len({tuple(hw) for hw in sizes}) > 1:
             _pad_images(frames, int(sizes[:, 0].max()), int(sizes[:, 1].max()))
-        img = _stack_channel_first(frames)  # (T, Ncam, 3, H, W) float32
+        img = _stack_channel_first(frames)  # (T, Ncam, 3, H, W) uint8 (float32 after NormalizeMultiViewImages)
         stack = lambda key: torch.as_tensor(np.stack([f[key] for f in frames]), dtype=torch.float32)  # noqa: E731
         shape = results.get("img_shape", _largest_valid(frames))
         sample = dict(
@@ -676,16 +689,18 @@ class PackBEVInputs:
 
 
 def _stack_channel_first(frames: list[dict]) -> np.ndarray:
-    """Every frame's (H, W, C) camera images of one size -> one (T, Ncam, C, H, W) float32 array: the
-    array ``NormalizeMultiViewImages`` wrote them into when they are still its views, else a copy."""
+    """Every frame's (H, W, C) camera images of one size -> one (T, Ncam, C, H, W) array of their dtype
+    (uint8 as loaded, float32 once normalised): the array ``NormalizeMultiViewImages`` wrote them into when
+    they are still its views, else a copy."""
     shared = _shared_stack(frames)
     if shared is not None:
         return shared
     first = frames[0]["imgs"][0]
-    out = np.empty((len(frames), len(frames[0]["imgs"]), first.shape[2], *first.shape[:2]), dtype=np.float32)
+    out = np.empty((len(frames), len(frames[0]["imgs"]), first.shape[2], *first.shape[:2]), dtype=first.dtype)
     for t, frame in enumerate(frames):
         for c, img in enumerate(frame["imgs"]):
-            out[t, c] = np.moveaxis(img, -1, 0)
+            for k in range(img.shape[2]):  # one plane at a time: faster than a 3-wide strided moveaxis
+                out[t, c, k] = img[..., k]
     return out
 
 

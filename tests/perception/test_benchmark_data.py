@@ -22,6 +22,7 @@ def test_tiny_case_prints_ratio_and_verdict_lines(tool, tmp_path, capsys):
     assert "6 cameras, 96x64 JPEG q90" in out and "2 frames x 6 cameras -> 96x32" in out
     for workers in (0, 1):
         assert f"ratio per core (workers={workers} vs PIL baseline):" in out
+    assert "baseline-uint8" in out and "vs the uint8 baseline:" in out
     assert "needs 0.745 samples/s" in out and "rates scaled from 2 to 8 frames" in out
     assert "verdict: one 8-core node" in out
     assert tool.main(argv) == 0  # the second run reuses the cached world

@@ -7,6 +7,8 @@
 data_root = "data/nuscenes/"
 data_version = "v1.0-trainval"
 crop_size = (1600, 640)  # (w, h) network input (a multiple of 32, so nothing is padded)
+# Images leave the loader as uint8 RGB: the BEV model normalises them on its device (model img_norm,
+# ImageNet statistics by default: perception/structures/image_norm.py; docs/data.md "Loader speed").
 
 train_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=6),
@@ -14,14 +16,12 @@ train_pipeline = [
     dict(type="PhotometricAugmentation"),
     dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05), flip_x_prob=0.5,
          flip_y_prob=0.5),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]
 test_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=6),
     dict(type="ResizeCropFlipImage", final_size=crop_size, training=False),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]

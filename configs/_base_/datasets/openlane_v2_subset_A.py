@@ -16,14 +16,12 @@ train_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=7),
     dict(type="ResizeCropFlipImage", final_size=camera_sizes, scale_range=(image_scale, image_scale), flip_prob=0.0),
     dict(type="PhotometricAugmentation"),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]
 test_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=7),
     dict(type="ResizeCropFlipImage", final_size=camera_sizes, scale_range=(image_scale, image_scale), training=False),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]

@@ -12,13 +12,11 @@ train_pipeline = [
     dict(type="ResizeCropFlipImage", final_size=image_size, scale_range=(0.94, 1.1), flip_prob=0.5),
     dict(type="PhotometricAugmentation", prob=0.5),
     dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05)),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]
 test_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=6),
-    dict(type="NormalizeMultiViewImages"),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]

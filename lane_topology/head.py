@@ -46,11 +46,15 @@ from perception.models.detr import (
     ReferenceKind,
     SetCriterion,
     SmoothL1,
-    box_cxcywh_to_xyxy,
-    generalized_box_iou,
     run_decoder,
 )
 from perception.structures.bev_grid import BEVGrid
+from perception.structures.boxes2d import (
+    box_cxcywh_to_xyxy,
+    box_xyxy_to_cxcywh,
+    flip_boxes_horizontal,
+    generalized_box_iou,
+)
 from perception.structures.classes import MIRRORED_TRAFFIC_ELEMENT_ATTRIBUTE, TRAFFIC_ELEMENT_ATTRIBUTES
 from perception.structures.targets import BatchTargets
 
@@ -122,11 +126,6 @@ def _class_branch(dims: int, classes: int, prior: float = 0.01) -> nn.Sequential
     branch = _branch(dims, classes)
     nn.init.constant_(branch[-1].bias, -math.log((1 - prior) / prior))
     return branch
-
-
-def _mirror_boxes(boxes: Tensor, width: float) -> Tensor:
-    """(K, 4) x1, y1, x2, y2 pixel boxes mirrored about an image ``width`` wide (u -> width - u)."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], -1)
 
 
 def _giou_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -280,10 +279,9 @@ class LaneTopologyHead(TaskHead):
             boxes = torch.as_tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4)
             labels = torch.as_tensor(labels, device=device).long()
             if flips is not None and bool(flips[i]):
-                boxes, labels = _mirror_boxes(boxes, width), mirrored[labels]
+                boxes, labels = flip_boxes_horizontal(boxes, width), mirrored[labels]
             scale = boxes.new_tensor([width, height, width, height])
-            x1, y1, x2, y2 = (boxes / scale).unbind(-1)
-            out.append(dict(labels=labels, boxes=torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)))
+            out.append(dict(labels=labels, boxes=box_xyxy_to_cxcywh(boxes / scale)))
         return out
 
     def _lane_targets(self, targets: BatchTargets, device: torch.device) -> list[dict[str, Tensor]]:
@@ -354,7 +352,7 @@ class LaneTopologyHead(TaskHead):
         xyxy = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([width, height, width, height])
         flips = outputs["te_flips"]
         if flips is not None and bool(flips[index]):  # into the mirrored input, which img_aug describes
-            xyxy = _mirror_boxes(xyxy, width)
+            xyxy = flip_boxes_horizontal(xyxy, width)
         aug = meta.get("traffic_element_img_aug")
         if aug is not None:
             inverse = torch.linalg.inv(torch.as_tensor(aug, dtype=torch.float64))

@@ -1,11 +1,11 @@
-"""Feature pyramid neck shared by the 2D and BEV models."""
+"""Necks shared by the 2D and BEV models: the feature pyramid and the channel mapper of DETR-style heads."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FPN"]
+__all__ = ["FPN", "ChannelMapper"]
 
 
 class FPN(nn.Module):
@@ -35,4 +35,31 @@ class FPN(nn.Module):
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
         for conv in self.extra_convs:
             outs.append(conv(outs[-1]))
+        return outs
+
+
+class ChannelMapper(nn.Module):
+    """Each input level mapped to ``out_channels`` by a 1x1 conv + GroupNorm, plus ``extra_levels`` maps made
+    by stride-2 3x3 convs + GroupNorm, the first on the last *input* level, the next on the previous extra
+    one (DINO-4scale: backbone strides 8, 16, 32 plus one extra level at stride 64; no activation)."""
+
+    def __init__(self, in_channels: list[int], out_channels: int, extra_levels: int = 1, num_groups: int = 32) -> None:
+        super().__init__()
+        if out_channels % num_groups:
+            raise ValueError(f"ChannelMapper: out_channels ({out_channels}) must be divisible by "
+                             f"num_groups ({num_groups})")
+        self.out_channels = out_channels
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, out_channels, 1), nn.GroupNorm(num_groups, out_channels)) for c in in_channels)
+        extra_in = [in_channels[-1]] + [out_channels] * (extra_levels - 1)
+        self.extra_convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, out_channels, 3, stride=2, padding=1), nn.GroupNorm(num_groups, out_channels))
+            for c in extra_in[:extra_levels])
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        outs = [conv(x) for conv, x in zip(self.convs, features, strict=True)]
+        source = features[-1]
+        for conv in self.extra_convs:
+            source = conv(source)
+            outs.append(source)
         return outs

@@ -19,7 +19,7 @@ from perception.models.losses import sigmoid_focal_loss, weighted_smooth_l1
 from .groups import group_slices
 from .matcher import HungarianMatcher, weights_like
 
-__all__ = ["MatchedLoss", "SetCriterion", "SmoothL1"]
+__all__ = ["Match", "MatchedLoss", "SetCriterion", "SmoothL1"]
 
 Match = tuple[int, slice, Tensor, Tensor]  # sample, group slice, prediction rows (within group), target cols
 
@@ -74,7 +74,12 @@ class SetCriterion:
     def layer_loss(self, pred: Mapping[str, Tensor], targets: Sequence[Mapping[str, Tensor]], groups: int = 1
                    ) -> dict[str, Tensor]:
         """The losses of one layer, keyed by name without prefix."""
-        matches = self.match(pred, targets, groups)
+        return self.matched_loss(pred, targets, self.match(pred, targets, groups), groups)
+
+    def matched_loss(self, pred: Mapping[str, Tensor], targets: Sequence[Mapping[str, Tensor]],
+                     matches: Sequence[Match], groups: int = 1) -> dict[str, Tensor]:
+        """The losses of one layer for given ``matches`` (from :meth:`match`, or known in advance, as for
+        denoising queries built from the targets), keyed by name without prefix."""
         num_pos = max(sum(len(rows) for _, _, rows, _ in matches) / groups, 1.0)
         cls = sigmoid_focal_loss(pred[self.logits_key], self._class_targets(pred, targets, matches),
                                  self.alpha, self.gamma)

@@ -8,7 +8,7 @@ polyline - is a :class:`ReferenceKind`, so the same decoder serves the 3D-box, 2
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ops import MultiScaleDeformableAttention
+from ops.export import level_table
 from perception.models.layers import FFN
 
 from .groups import merge_groups, split_groups
@@ -34,11 +35,13 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
 @dataclass(frozen=True)
 class Memory:
     """What the cross-attention reads: ``value`` (B, S, C), the (H, W) of each level ``spatial_shapes``
-    (L, 2) and each level's first row in ``value``, ``level_start_index`` (L,)."""
+    (L, 2) and each level's first row in ``value``, ``level_start_index`` (L,); ``padding_mask`` (B, S),
+    True on padded pixels of a batch of differently sized images, keeps those rows out of the attention."""
 
     value: Tensor
     spatial_shapes: Tensor
     level_start_index: Tensor
+    padding_mask: Tensor | None = None
 
     @property
     def num_levels(self) -> int:
@@ -50,7 +53,7 @@ class Memory:
         device = maps[0].device
         flat = [m.flatten(2).transpose(1, 2) for m in maps]
         value = flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
-        shapes = torch.tensor([list(m.shape[-2:]) for m in maps], dtype=torch.long, device=device)
+        shapes = level_table([m.shape[-2:] for m in maps], device)  # sizes stay static when exporting
         start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
         return cls(value, shapes, start)
 
@@ -150,7 +153,8 @@ class DETRDecoderLayer(nn.Module):
         ref = reference[:, :, None].expand(-1, -1, memory.num_levels, -1)
         query = self.norms[1](self.cross_attn(query, value=memory.value, query_pos=query_pos, reference_points=ref,
                                               spatial_shapes=memory.spatial_shapes,
-                                              level_start_index=memory.level_start_index))
+                                              level_start_index=memory.level_start_index,
+                                              key_padding_mask=memory.padding_mask))
         return self.norms[2](self.ffn(query))
 
     def _self_attention(self, query: Tensor, query_pos: Tensor, groups: int, attn_mask: Tensor | None) -> Tensor:
@@ -168,18 +172,25 @@ class DecoderStep(NamedTuple):
     reference: Tensor
 
 
-def run_decoder(layers: Iterable[nn.Module], reg_branches: Iterable[nn.Module], query: Tensor, query_pos: Tensor,
+QueryPos = Tensor | Callable[[Tensor], Tensor]
+
+
+def run_decoder(layers: Iterable[nn.Module], reg_branches: Iterable[nn.Module], query: Tensor, query_pos: QueryPos,
                 memory: Memory, reference: Tensor, kind: ReferenceKind, groups: int = 1,
                 attn_mask: Tensor | None = None) -> Iterator[DecoderStep]:
     """Run the layers with iterative refinement: layer i samples around the reference refined by layer
     i - 1, detached so each layer learns its own correction (Deformable DETR).
+
+    ``query_pos`` is a fixed (B, Q, C) embedding, or a function of each layer's input reference that
+    computes it anew (DINO's positional queries from the current box, docs/pretraining_2d.md).
 
     A generator: each step is yielded before the next layer runs, so a head's per-layer prediction
     branches run interleaved with the layers, exactly as in a hand-written loop (same autograd graph
     order, hence bit-identical gradients). ``list(run_decoder(...))`` collects all steps.
     """
     for layer, branch in zip(layers, reg_branches, strict=True):
-        query = layer(query, query_pos, memory, kind.sampling_reference(reference), groups, attn_mask)
+        pos = query_pos(reference) if callable(query_pos) else query_pos
+        query = layer(query, pos, memory, kind.sampling_reference(reference), groups, attn_mask)
         delta = branch(query)
         refined = kind.refine(reference, delta)
         yield DecoderStep(query, delta, refined)
@@ -196,7 +207,7 @@ class DETRDecoder(nn.Module):
         if len(self.layers) != len(self.reg_branches):
             raise ValueError(f"{len(self.layers)} layers but {len(self.reg_branches)} regression branches")
 
-    def forward(self, query: Tensor, query_pos: Tensor, memory: Memory, reference: Tensor, groups: int = 1,
+    def forward(self, query: Tensor, query_pos: QueryPos, memory: Memory, reference: Tensor, groups: int = 1,
                 attn_mask: Tensor | None = None) -> list[DecoderStep]:
         return list(run_decoder(self.layers, self.reg_branches, query, query_pos, memory, reference, self.kind,
                                 groups, attn_mask))

@@ -15,6 +15,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+# the 2D box helpers live in perception/structures/boxes2d.py; re-exported here for the DETR toolkit's users
+from perception.structures.boxes2d import box_cxcywh_to_xyxy, generalized_box_iou
+
 __all__ = ["CostTerm", "FocalClassCost", "GIoUCost", "HungarianMatcher", "L1Cost", "PolylineCost",
            "box_cxcywh_to_xyxy", "focal_classification_cost", "generalized_box_iou", "hungarian_match",
            "weights_like"]
@@ -101,25 +104,6 @@ class L1Cost:
             weights = self.weights.to(pred.dtype)
             pred, target = pred * weights, target * weights
         return torch.cdist(pred, target, p=1)
-
-
-def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-
-
-def _area(boxes: Tensor) -> Tensor:
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-
-
-def generalized_box_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise GIoU (M, N) of xyxy boxes a (M, 4) and b (N, 4): IoU - (enclosing - union) / enclosing."""
-    a, b = a[:, None], b[None]
-    inter = _area(torch.cat([torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])], -1))
-    union = _area(a) + _area(b) - inter
-    enclosing = _area(torch.cat([torch.minimum(a[..., :2], b[..., :2]), torch.maximum(a[..., 2:], b[..., 2:])], -1))
-    return inter / union.clamp(min=eps) - (enclosing - union) / enclosing.clamp(min=eps)
 
 
 class GIoUCost:

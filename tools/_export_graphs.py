@@ -13,8 +13,8 @@ from _cli import UsageError
 from _runner_common import register_all
 from torch import Tensor, nn
 
-__all__ = ["BEVGraph", "BackboneGraph", "ClassifierGraph", "build", "graph_and_inputs", "head_outputs",
-           "nominal_ego2img"]
+__all__ = ["BEVGraph", "BackboneGraph", "ClassifierGraph", "Detector2DGraph", "SegmentorGraph", "build",
+           "graph_and_inputs", "head_outputs", "nominal_ego2img"]
 
 
 class ClassifierGraph(nn.Module):
@@ -78,6 +78,37 @@ class BEVGraph(nn.Module):
         return tuple(outputs)
 
 
+class Detector2DGraph(nn.Module):
+    """image (B, 3, H, W), normalised, every pixel a real one -> the DINO detector's fixed top-k: ``boxes``
+    (B, k, 4) xyxy in input pixels clipped to the input, ``scores`` and ``labels`` (B, k); k =
+    ``max_detections``. Two-stage query selection with its fixed top-k, no denoising queries (inference)."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from perception.structures.boxes2d import clip_boxes
+
+        canvas = tuple(image.shape[-2:])
+        memory = self.detector.encode(image, None)  # every pixel real at the fixed size: no padding mask
+        _, reference = self.detector.select_queries(memory)
+        last = self.detector.decode(memory, reference, None)[-1]
+        boxes, scores, labels = self.detector.decode_topk(last["logits"], last["boxes"], canvas)
+        return clip_boxes(boxes, canvas), scores, labels
+
+
+class SegmentorGraph(nn.Module):
+    """image (B, 3, H, W), normalised -> ``logits`` (B, classes, H, W): the segmentor's whole-image inference."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.segmentor.logits(image)
+
+
 def head_outputs(name: str, head: nn.Module, outputs: Any) -> list[tuple[str, Tensor]]:
     """The named tensors a head contributes to the graph: the detection decoder's fixed top-k, else
     every tensor of the head's outputs (dicts and lists flattened into dotted names)."""
@@ -130,13 +161,20 @@ def nominal_ego2img(height: int, width: int, cameras: int) -> Tensor:
     return torch.tensor(np.stack(mats), dtype=torch.float32)
 
 
+def _parse_resolution(resolution: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in resolution.lower().split("x"))
+    except ValueError as err:
+        raise UsageError(f"--resolution must be HxW, got {resolution!r}") from err
+    if height < 1 or width < 1:
+        raise UsageError(f"--resolution must be positive, got {resolution!r}")
+    return height, width
+
+
 def _bev_image_size(cfg, resolution: str | None) -> tuple[int, int]:
     """(H, W) of the network input: ``--resolution`` or the config's ``image_size`` (w, h), padded to 32."""
     if resolution is not None:
-        try:
-            height, width = (int(v) for v in resolution.lower().split("x"))
-        except ValueError as err:
-            raise UsageError(f"--resolution must be HxW, got {resolution!r}") from err
+        height, width = _parse_resolution(resolution)
     elif cfg.get("image_size") is not None:
         width, height = cfg.image_size
     else:
@@ -152,6 +190,10 @@ def graph_and_inputs(model: nn.Module, cfg, part: str, batch: int, size: int | N
         if part != "model":
             raise UsageError(f"--part {part} is for classification configs; a BEV model exports whole")
         return _bev_graph(model, gen, batch, _bev_image_size(cfg, resolution))
+    if hasattr(model, "select_queries") or hasattr(model, "decode_head"):
+        if part != "model":
+            raise UsageError(f"--part {part} is for classification configs; a 2D detector or segmentor exports whole")
+        return _image_2d_graph(model, gen, batch, _image_size_2d(cfg, resolution))
     classifier = getattr(model, "backbone", model)
     side = size or 224
     image = torch.randn(batch, 3, side, side, generator=gen)
@@ -196,3 +238,27 @@ def _output_names(model: nn.Module, graph: BEVGraph, inputs: list[Tensor]) -> li
     for name, head, out in calls:
         names.extend(n for n, _ in head_outputs(name, head, out))
     return names
+
+
+# -- 2D heads -----------------------------------------------------------------------------------------
+DEFAULT_2D_SIZE = (512, 512)
+
+
+def _image_size_2d(cfg, resolution: str | None) -> tuple[int, int]:
+    """(H, W) of a 2D model's static input: ``--resolution``, else the config's ``crop_size``, else 512x512;
+    padded to 32 (the backbone's coarsest stride)."""
+    if resolution is not None:
+        height, width = _parse_resolution(resolution)
+    else:
+        height, width = tuple(cfg.get("crop_size") or DEFAULT_2D_SIZE)
+    return -(-height // 32) * 32, -(-width // 32) * 32
+
+
+def _image_2d_graph(model: nn.Module, gen: torch.Generator, batch: int, image_size: tuple[int, int]):
+    image = torch.randn(batch, 3, *image_size, generator=gen)
+    if hasattr(model, "select_queries"):
+        return Detector2DGraph(model), [image], ["image"], ["boxes", "scores", "labels"]
+    if model.test_mode != "whole":
+        raise UsageError(f"the segmentor's test_mode={model.test_mode!r} (sliding-window inference) loops over "
+                         "windows in Python: export it with test_mode='whole' (one pass at the fixed input size)")
+    return SegmentorGraph(model), [image], ["image"], ["logits"]

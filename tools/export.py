@@ -4,6 +4,8 @@
     python tools/export.py configs/classification/internimage_t_1k_224.py CKPT --out internimage_t.onnx
     python tools/export.py configs/classification/internimage_t_1k_224.py CKPT --part backbone --out ii_t_bb.onnx
     python tools/export.py configs/bev/bevformer_v2_tiny_synthetic.py CKPT --out bev_tiny.onnx --dynamic-batch
+    python tools/export.py configs/detection2d/dino_tiny_synthetic.py CKPT --out dino.onnx --resolution 192x320
+    python tools/export.py configs/segmentation/upernet_tiny_synthetic.py CKPT --out upernet.onnx
 
 CHECKPOINT is a checkpoint file, or ``random`` for the config's random initialisation. The model is
 traced in export mode (ops/export.py): DCNv3 becomes ONNX ``DeformConv``, multi-scale deformable
@@ -24,6 +26,13 @@ What the graphs take and give:
   other heads their raw outputs (``<head>.<path>``). The history, i.e. the video cache, lives in the
   caller: the history BEV of an earlier frame t is this graph's ``bev`` output for frame t's images
   with ``ego2img_t @ inv(prev2curr_t)`` (tools/infer_onnx.py).
+* 2D heads, at one static input size (``--resolution HxW``, default the config's ``crop_size``, else 512x512;
+  padded to 32), every pixel a real one: ``image`` (B, 3, H, W) normalised (``img_mean``/``img_std`` metadata).
+  Resize to the input size (DINO sees zero padding as image, where eager PyTorch masks it; UperNet pads
+  exactly as eager PyTorch does: crop the logits). DINO gives its fixed top-k (k = ``max_detections``;
+  no denoising queries): ``boxes`` (B, k, 4) xyxy input pixels clipped to the input, ``scores``, ``labels``
+  (B, k). UperNet gives ``logits`` (B, classes, H, W) of whole-image inference; a ``test_mode='slide'`` config
+  is refused (its windows are a Python loop).
 """
 
 from __future__ import annotations
@@ -53,16 +62,31 @@ def refuse_unexportable(model: nn.Module) -> None:
                          "Python: export the current-frame graph (video_mode off) and keep the cache in the caller")
 
 
-def graph_metadata(model: nn.Module) -> dict[str, str]:
-    """What tools/infer_onnx.py (numpy only) needs to feed a BEV graph: the image normalisation (RGB, 0..255
-    scale) that the model applies to uint8 images, as JSON lists."""
+def graph_metadata(model: nn.Module, cfg=None) -> dict[str, str]:
+    """What a numpy-only caller (tools/infer_onnx.py) needs to feed a BEV or 2D graph: the image
+    normalisation (RGB, 0..255 scale) that the model applies to uint8 images, as JSON lists."""
     spine = getattr(model, "spine", None)
     if spine is None:
-        return {}
+        return _image_2d_metadata(model, cfg)
     from perception.data.transforms_bev import IMAGENET_MEAN, IMAGENET_STD
 
     # The spine's own img_norm where it has one (bev/spine.py), else the loader's ImageNet statistics.
     mean, std = getattr(spine, "img_mean", IMAGENET_MEAN), getattr(spine, "img_std", IMAGENET_STD)
+    return {"img_mean": json.dumps([float(v) for v in mean]), "img_std": json.dumps([float(v) for v in std])}
+
+
+def _image_2d_metadata(model: nn.Module, cfg) -> dict[str, str]:
+    """The 2D heads' normalisation: the segmentor's data preprocessor, or the detector's test dataset (DINO
+    normalises in perception/data/coco.py, ImageNet statistics unless the config says otherwise)."""
+    if hasattr(model, "decode_head"):
+        mean, std = model.data_preprocessor.mean.flatten().tolist(), model.data_preprocessor.std.flatten().tolist()
+    elif hasattr(model, "select_queries"):
+        from perception.data.coco import IMAGENET_MEAN, IMAGENET_STD
+
+        dataset = ((cfg or {}).get("test_dataloader") or {}).get("dataset") or {}
+        mean, std = dataset.get("mean", IMAGENET_MEAN), dataset.get("std", IMAGENET_STD)
+    else:
+        return {}
     return {"img_mean": json.dumps([float(v) for v in mean]), "img_std": json.dumps([float(v) for v in std])}
 
 
@@ -77,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true", help="export in float16 (checked in ONNX Runtime when it can)")
     parser.add_argument("--batch", type=int, default=1, help="batch of the example inputs")
     parser.add_argument("--size", type=int, default=None, help="classifier input side (default 224)")
-    parser.add_argument("--resolution", default=None, help="BEV models: HxW of each camera image")
+    parser.add_argument("--resolution", default=None,
+                        help="BEV models: HxW of each camera image; 2D heads: HxW of the image")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted difference relative to max(1, |output|) (default: 1e-4, fp16 2e-2)")
     args = parser.parse_args(argv)
@@ -93,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         graph = graph.half()
         inputs = [x.half() if x.is_floating_point() else x for x in inputs]
     path = export_onnx(graph, inputs, args.out, input_names, output_names, args.dynamic_batch)
-    add_metadata(path, graph_metadata(model))
+    add_metadata(path, graph_metadata(model, cfg))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; onnx.checker passed)")
     worst, scale = verify(graph, inputs, input_names, path, args.fp16)
     print(f"largest |ONNX Runtime - PyTorch| = {worst:.3g} (outputs up to {scale:.3g}; tolerance {tolerance:g} "

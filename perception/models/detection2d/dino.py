@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
+from ops.export import static_level_shapes
 from perception.engine.registry import MODELS, register_lower_layers
 from perception.models.detr import (
     BoxReference,
@@ -143,18 +144,22 @@ class DINO(BaseModel):
         nn.init.xavier_uniform_(self.query_embedding.weight)
 
     # -- features ----------------------------------------------------------------------------
-    def encode(self, inputs: Tensor, data_samples: list[dict]) -> Memory:
-        """Backbone -> neck -> deformable encoder; the encoded multi-level memory with its padding mask."""
+    def encode(self, inputs: Tensor, data_samples: list[dict] | None) -> Memory:
+        """Backbone -> neck -> deformable encoder; the encoded multi-level memory with its padding mask.
+        ``data_samples=None``: every pixel of ``inputs`` is real, no padding mask (the same result as an
+        all-valid mask; the exported graph takes this path, whose shapes do not depend on the batch)."""
         maps = self.neck(self.backbone(inputs))
-        padded = _padding_mask(inputs, data_samples)
+        padded = _padding_mask(inputs, data_samples) if data_samples is not None else None
         masks, pos = [], []
         for level, feature in enumerate(maps):
             h, w = feature.shape[-2:]
-            masks.append(F.interpolate(padded[:, None].float(), size=(h, w)).bool().flatten(1))
+            if padded is not None:
+                masks.append(F.interpolate(padded[:, None].float(), size=(h, w)).bool().flatten(1))
             embed = pixel_sine_embedding(h, w, self.embed_dims, device=feature.device).to(feature.dtype)
             pos.append(embed.flatten(1).transpose(0, 1) + self.level_embed[level])
         memory = Memory.from_maps(maps)
-        memory = Memory(memory.value, memory.spatial_shapes, memory.level_start_index, torch.cat(masks, 1))
+        padding_mask = torch.cat(masks, 1) if masks else None
+        memory = Memory(memory.value, memory.spatial_shapes, memory.level_start_index, padding_mask)
         pos_embed = torch.cat(pos)[None].expand(inputs.shape[0], -1, -1)
         return self.encoder(memory, pos_embed)
 
@@ -233,20 +238,27 @@ class DINO(BaseModel):
                     dn_pred, targets, denoising.matches, denoising.groups).items()})
         return losses
 
-    @torch.no_grad()
-    def decode_predictions(self, logits: Tensor, boxes: Tensor, canvas_hw: tuple[int, int],
-                           data_samples: list[dict]) -> list[dict[str, Any]]:
-        """Top-k (query, class) pairs per image by sigmoid score, boxes clipped to the image and mapped back
-        to the original image by ``scale_factor``."""
+    def decode_topk(self, logits: Tensor, boxes: Tensor, canvas_hw: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        """The fixed top-k (k = ``max_detections``) (query, class) pairs of a batch by sigmoid score, as
+        tensors: xyxy boxes (B, k, 4) in canvas pixels (not clipped), scores (B, k), labels (B, k). Static
+        shapes and no value reads, so the exported graph (tools/export.py) decodes with it too."""
         height, width = canvas_hw
         scores = logits.float().sigmoid().flatten(1)
         k = min(self.max_detections, scores.shape[1])
         top_scores, index = scores.topk(k, dim=1)
         query, labels = index // self.num_classes, index % self.num_classes
         xyxy = box_cxcywh_to_xyxy(boxes.float()) * boxes.new_tensor([width, height, width, height]).float()
+        return xyxy.gather(1, query[..., None].expand(-1, -1, 4)), top_scores, labels
+
+    @torch.no_grad()
+    def decode_predictions(self, logits: Tensor, boxes: Tensor, canvas_hw: tuple[int, int],
+                           data_samples: list[dict]) -> list[dict[str, Any]]:
+        """Top-k (query, class) pairs per image by sigmoid score, boxes clipped to the image and mapped back
+        to the original image by ``scale_factor``."""
+        picked_boxes, top_scores, labels = self.decode_topk(logits, boxes, canvas_hw)
         results = []
         for i, sample in enumerate(data_samples):
-            picked = clip_boxes(xyxy[i, query[i]], tuple(sample["img_shape"]))
+            picked = clip_boxes(picked_boxes[i], tuple(sample["img_shape"]))
             sx, sy = sample.get("scale_factor", (1.0, 1.0))
             picked = picked / picked.new_tensor([sx, sy, sx, sy])
             results.append({"image_id": sample.get("image_id", i), "boxes": picked, "scores": top_scores[i],
@@ -268,7 +280,7 @@ def _pixel_proposals(memory: Memory) -> tuple[Tensor, Tensor]:
     """Each memory pixel's proposal: a box at its centre, 0.05 * 2^level of the canvas wide and high, as
     logits (B, S, 4); and which pixels may propose (B, S): not padding, centre and size inside (0.01, 0.99)."""
     boxes = []
-    for level, (h, w) in enumerate(memory.spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(static_level_shapes(memory.spatial_shapes)):  # Python ints, also when exporting
         ys, xs = torch.meshgrid(torch.arange(h, device=memory.value.device, dtype=torch.float32),
                                 torch.arange(w, device=memory.value.device, dtype=torch.float32), indexing="ij")
         size = torch.full((h * w,), 0.05 * 2.0 ** level, device=memory.value.device)

@@ -15,17 +15,24 @@ detection, occupancy and lane-topology heads (the default ``--tasks``), or any o
    for the three heads, or a task's own part of it with ``--tasks detection``, ``occupancy``,
    ``lanes`` (which adds ``DET_l``) or ``detection,occupancy``.
 
+``--tasks detection2d`` runs the 2D pretraining demo instead (tools/_demo_detection2d.py): the tiny DINO on
+the synthetic COCO-format set, ``RESULT AP=.. untrained_AP=..``; ``--tasks segmentation2d`` the tiny UperNet
+on the synthetic ADE20K-format set (tools/_demo_segmentation2d.py), ``RESULT mIoU=.. untrained_mIoU=..``.
+
     python tools/demo.py --out work_dirs/demo --max-minutes 12 [--tasks detection]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
 from pathlib import Path
 
-from _runner_common import DictAction, load_config, register_all
+import torch
+from _demo_detection2d import run_detection2d
+from _demo_segmentation2d import run_segmentation2d
+from _runner_common import TRUST_CHECKPOINT_HELP, DictAction, allow_runner_checkpoints, load_config, register_all
 
 import ops
 from perception.engine import TimeBudgetHook
@@ -37,6 +44,8 @@ TASK_CONFIGS = {
     ("detection", "occupancy"): CONFIGS / "multitask" / "detection_occupancy_tiny_synthetic.py",
     ("lanes",): CONFIGS / "lanes" / "lanes_tiny_synthetic.py",
     ("detection", "lanes", "occupancy"): CONFIGS / "multitask" / "detection_occupancy_lanes_tiny_synthetic.py",
+    ("detection2d",): CONFIGS / "detection2d" / "dino_tiny_synthetic.py",  # tools/_demo_detection2d.py
+    ("segmentation2d",): CONFIGS / "segmentation" / "upernet_tiny_synthetic.py",  # tools/_demo_segmentation2d.py
 }
 
 
@@ -47,11 +56,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="wall-clock budget for the whole demo; training gets what the other steps leave")
     parser.add_argument("--tasks", default="detection,occupancy,lanes",
                         help="comma-separated heads on one spine: detection, occupancy, lanes, "
-                             "detection,occupancy or detection,occupancy,lanes")
+                             "detection,occupancy or detection,occupancy,lanes; or detection2d (DINO) "
+                             "or segmentation2d (UperNet)")
     parser.add_argument("--config", default=None, help="a config of your own (default: the tiny one of --tasks)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_CHECKPOINT_HELP)
     parser.add_argument("--schedule", choices=("budget", "config"), default="budget",
                         help="budget: warm-up, then a cosine over the time budget to 5%% of the rate (the "
                              "TimeBudgetHook, docs/bev.md); config: the config's param_scheduler")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads on CPU (default 0: the cores the training loader's workers leave, "
+                             "at least 1; docs/bev.md, \"The demo's schedule\")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--samples-per-scene", type=int, default=20)
@@ -95,6 +109,17 @@ def build_runner(args: argparse.Namespace, world: Path, work_dir: Path):
             if metric.type == "NuScenesDetectionMetric":
                 metric.out_dir = str(work_dir / "nuscenes_eval")
     return Runner.from_cfg(cfg)
+
+
+def cpu_threads(requested: int, loader_workers: int) -> int:
+    """Torch's intra-op threads for a CPU run: ``requested`` if positive, else the cores that the
+    training loader's worker processes leave, at least one. A worker that takes the core of one of
+    torch's threads stalls every parallel op at its barrier: on a 2-core machine with one worker, the
+    three-head step ran about 4x slower with 2 threads than with 1 (docs/bev.md, "The demo's schedule")."""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - loader_workers)
 
 
 def training_minutes(max_minutes: float, elapsed_s: float, evaluation_s: float) -> float:
@@ -204,12 +229,24 @@ def result_line(tasks: tuple[str, ...], trained: dict, untrained: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tasks == ("detection2d",):  # 2D pretraining: its own data and model (tools/_demo_detection2d.py)
+        register_all()
+        allow_runner_checkpoints(trusted=args.trust_checkpoint)
+        return run_detection2d(args, training_minutes)
+    if args.tasks == ("segmentation2d",):  # 2D pretraining: tools/_demo_segmentation2d.py
+        register_all()
+        allow_runner_checkpoints(trusted=args.trust_checkpoint)
+        return run_segmentation2d(args, training_minutes)
     start = time.monotonic()
     out = Path(args.out)
     world = out / "world"
     register_all()
+    allow_runner_checkpoints(trusted=args.trust_checkpoint)
     ensure_world(world, args)
     runner = build_runner(args, world, out / "train")
+    if next(runner.model.parameters()).device.type == "cpu":
+        torch.set_num_threads(cpu_threads(args.threads, runner.cfg.train_dataloader.get("num_workers", 0)))
+        print(f"[demo] {torch.get_num_threads()} torch threads")
     # Build (or load from the cache) the op kernels now, so that the timed evaluation below measures
     # evaluation alone: a first build takes longer than an evaluation and would inflate the reserve.
     ops.select_backend(None, next(runner.model.parameters()).device)
@@ -244,4 +281,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_tool
+
+    run_tool(main, "demo.py")

@@ -47,6 +47,16 @@ def test_training_budget_reserves_twice_the_measured_evaluation():
     assert demo.training_minutes(0.5, 45.0, 5.0) == 0.5
 
 
+def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch):
+    demo = load_tool("demo")
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert demo.cpu_threads(0, loader_workers=1) == 1  # 2 cores, 1 worker: one torch thread
+    assert demo.cpu_threads(0, loader_workers=0) == 2
+    assert demo.cpu_threads(0, loader_workers=4) == 1  # never fewer than one
+    assert demo.cpu_threads(3, loader_workers=1) == 3  # --threads wins
+    assert demo.parse_args(["--out", "unused"]).threads == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tasks", ["occupancy", "detection,occupancy"])
 def test_demo_trains_occupancy_alone_and_with_detection_on_one_spine(tmp_path, capsys, tasks):

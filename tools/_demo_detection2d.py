@@ -14,10 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+from _demo_common import evaluate_train_evaluate
 from _runner_common import load_config
-
-import ops
-from perception.engine import TimeBudgetHook
 
 __all__ = ["run_detection2d"]
 
@@ -85,24 +83,13 @@ def draw_pictures(runner, out_dir: Path, count: int, score_threshold: float = 0.
     return paths
 
 
-def run_detection2d(args: argparse.Namespace, training_minutes) -> int:
-    """The demo for ``--tasks detection2d``; ``training_minutes(max, elapsed_s, evaluation_s)`` is demo.py's
-    budget rule."""
+def run_detection2d(args: argparse.Namespace) -> int:
+    """The demo for ``--tasks detection2d`` (the budget rule of tools/_demo_common.py)."""
     start = time.monotonic()
     out = Path(args.out)
     coco = ensure_sets(out / "synthetic_2d", args)
     runner = build_runner(args, coco, out / "train_detection2d")
-    ops.select_backend(None, next(runner.model.parameters()).device)  # build kernels before the timing
-    print("[demo] evaluating the untrained model")
-    evaluation_start = time.monotonic()
-    untrained = runner.val()
-    evaluation_s = time.monotonic() - evaluation_start
-    train_minutes = training_minutes(args.max_minutes, time.monotonic() - start, evaluation_s)
-    runner.register_hook(TimeBudgetHook(train_minutes, anneal=args.schedule == "budget"))
-    print(f"[demo] training for up to {train_minutes:.1f} min (an evaluation took {evaluation_s:.0f} s)")
-    runner.train()
-    print("[demo] evaluating the trained model")
-    trained = runner.val()
+    untrained, trained = evaluate_train_evaluate(runner, args.max_minutes, args.schedule == "budget", start)
     pictures = draw_pictures(runner, out / "pictures", args.pictures)
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
         print(f"[demo] {key:5s} untrained {untrained.get(f'coco/{key}', float('nan')):.4f} "

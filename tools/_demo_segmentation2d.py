@@ -14,11 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
+from _demo_common import evaluate_train_evaluate
 from _demo_detection2d import ensure_sets
 from _runner_common import load_config
-
-import ops
-from perception.engine import TimeBudgetHook
 
 __all__ = ["run_segmentation2d"]
 
@@ -64,25 +62,14 @@ def draw_pictures(runner, out_dir: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_segmentation2d(args: argparse.Namespace, training_minutes) -> int:
-    """The demo for ``--tasks segmentation2d``; ``training_minutes(max, elapsed_s, evaluation_s)`` is demo.py's
-    budget rule."""
+def run_segmentation2d(args: argparse.Namespace) -> int:
+    """The demo for ``--tasks segmentation2d`` (the budget rule of tools/_demo_common.py)."""
     start = time.monotonic()
     out = Path(args.out)
     ensure_sets(out / "synthetic_2d", args)
     ade = out / "synthetic_2d" / "ade"
     runner = build_runner(args, ade, out / "train_segmentation2d")
-    ops.select_backend(None, next(runner.model.parameters()).device)  # build kernels before the timing
-    print("[demo] evaluating the untrained model")
-    evaluation_start = time.monotonic()
-    untrained = runner.val()
-    evaluation_s = time.monotonic() - evaluation_start
-    train_minutes = training_minutes(args.max_minutes, time.monotonic() - start, evaluation_s)
-    runner.register_hook(TimeBudgetHook(train_minutes, anneal=args.schedule == "budget"))
-    print(f"[demo] training for up to {train_minutes:.1f} min (an evaluation took {evaluation_s:.0f} s)")
-    runner.train()
-    print("[demo] evaluating the trained model")
-    trained = runner.val()
+    untrained, trained = evaluate_train_evaluate(runner, args.max_minutes, args.schedule == "budget", start)
     pictures = draw_pictures(runner, out / "pictures", args.pictures)
     for key in ("mIoU", "aAcc"):
         print(f"[demo] {key:5s} untrained {untrained.get(f'segmentation/{key}', float('nan')):6.2f} "

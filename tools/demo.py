@@ -30,12 +30,10 @@ import time
 from pathlib import Path
 
 import torch
+from _demo_common import evaluate_train_evaluate, training_minutes  # noqa: F401 (tests read demo.training_minutes)
 from _demo_detection2d import run_detection2d
 from _demo_segmentation2d import run_segmentation2d
 from _runner_common import TRUST_CHECKPOINT_HELP, DictAction, allow_runner_checkpoints, load_config, register_all
-
-import ops
-from perception.engine import TimeBudgetHook
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TASK_CONFIGS = {
@@ -120,17 +118,6 @@ def cpu_threads(requested: int, loader_workers: int) -> int:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - loader_workers)
-
-
-def training_minutes(max_minutes: float, elapsed_s: float, evaluation_s: float) -> float:
-    """What the budget leaves for training once the world exists and the untrained model is scored.
-
-    The trained model's evaluation costs about what the untrained one did and the pictures less, so
-    the reserve is twice the measured evaluation plus a minute for the last checkpoint and jitter.
-    It shrinks with the evaluation, so a fast device is not held to a CPU-sized reserve.
-    """
-    reserve_s = 2 * evaluation_s + 60
-    return max(0.5, max_minutes - (elapsed_s + reserve_s) / 60)
 
 
 def draw_pictures(runner, out_dir: Path, count: int, tasks: tuple[str, ...], score_threshold: float = 0.25
@@ -232,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks == ("detection2d",):  # 2D pretraining: its own data and model (tools/_demo_detection2d.py)
         register_all()
         allow_runner_checkpoints(trusted=args.trust_checkpoint)
-        return run_detection2d(args, training_minutes)
+        return run_detection2d(args)
     if args.tasks == ("segmentation2d",):  # 2D pretraining: tools/_demo_segmentation2d.py
         register_all()
         allow_runner_checkpoints(trusted=args.trust_checkpoint)
-        return run_segmentation2d(args, training_minutes)
+        return run_segmentation2d(args)
     start = time.monotonic()
     out = Path(args.out)
     world = out / "world"
@@ -247,19 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if next(runner.model.parameters()).device.type == "cpu":
         torch.set_num_threads(cpu_threads(args.threads, runner.cfg.train_dataloader.get("num_workers", 0)))
         print(f"[demo] {torch.get_num_threads()} torch threads")
-    # Build (or load from the cache) the op kernels now, so that the timed evaluation below measures
-    # evaluation alone: a first build takes longer than an evaluation and would inflate the reserve.
-    ops.select_backend(None, next(runner.model.parameters()).device)
-    print("[demo] evaluating the untrained model")
-    evaluation_start = time.monotonic()
-    untrained = runner.val()
-    evaluation_s = time.monotonic() - evaluation_start
-    train_minutes = training_minutes(args.max_minutes, time.monotonic() - start, evaluation_s)
-    runner.register_hook(TimeBudgetHook(train_minutes, anneal=args.schedule == "budget"))
-    print(f"[demo] training for up to {train_minutes:.1f} min (an evaluation took {evaluation_s:.0f} s)")
-    runner.train()
-    print("[demo] evaluating the trained model")
-    trained = runner.val()
+    untrained, trained = evaluate_train_evaluate(runner, args.max_minutes, args.schedule == "budget", start)
     pictures = draw_pictures(runner, out / "pictures", args.pictures, args.tasks)
     if "detection" in args.tasks:
         for key in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"):

@@ -144,11 +144,11 @@ class EncoderLayer(nn.Module):
         self.ffn = FFN(dims, ffn_dims, dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(dims) for _ in range(3))
 
-    def forward(self, bev: Tensor, bev_pos: Tensor, bev_shape: Tensor, bev_ref: Tensor, cam_value: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor, reference_uv: Tensor, visible: Tensor) -> Tensor:
-        start = torch.zeros(1, dtype=torch.long, device=bev.device)
+    def forward(self, bev: Tensor, bev_pos: Tensor, bev_shape: Tensor, bev_start: Tensor, bev_ref: Tensor,
+                cam_value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, reference_uv: Tensor,
+                visible: Tensor) -> Tensor:
         bev = self.norms[0](self.self_attn(bev, query_pos=bev_pos, reference_points=bev_ref,
-                                           spatial_shapes=bev_shape, level_start_index=start))
+                                           spatial_shapes=bev_shape, level_start_index=bev_start))
         bev = self.norms[1](self.cross_attn(bev, bev_pos, cam_value, spatial_shapes, level_start_index,
                                             reference_uv, visible))
         return self.norms[2](self.ffn(bev))  # FFN adds its input back
@@ -211,8 +211,11 @@ class BEVEncoder(nn.Module):
         reference_uv = reference_uv.to(value.dtype)
         bev = self.bev_queries.weight.to(value.dtype)[None].expand(b, -1, -1)
         bev_pos = self.bev_position(b).to(value.dtype)
+        # One BEV level table for every layer: on a GPU the level-table check reads a new table once (ops/_checks.py).
         bev_shape = level_table([(self.nx, self.ny)], device)
+        bev_start = torch.zeros(1, dtype=torch.long, device=device)
         bev_ref = self.bev_reference(b, device).to(value.dtype)
         for layer in self.layers:
-            bev = layer(bev, bev_pos, bev_shape, bev_ref, value, spatial_shapes, starts, reference_uv, visible)
+            bev = layer(bev, bev_pos, bev_shape, bev_start, bev_ref, value, spatial_shapes, starts, reference_uv,
+                        visible)
         return bev.transpose(1, 2).reshape(b, self.embed_dims, self.nx, self.ny)

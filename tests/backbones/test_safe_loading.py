@@ -5,7 +5,6 @@ official/mmengine/our own checkpoints load with the allow-list alone, and dtypes
 from __future__ import annotations
 
 import builtins
-import os
 import pathlib
 import pickle
 import sys
@@ -27,23 +26,7 @@ from backbones.checkpoint import (
     load_pretrained,
     save_checkpoint,
 )
-
-
-class CustomPayload:
-    """A class of the test's own: harmless, but not on the allow-list."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-class ShellCommand:
-    """Unpickling it in full would run a shell command that creates ``marker``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
+from tests.pickled_objects import CustomPayload, ShellCommand
 
 
 class PathTouch:
@@ -161,7 +144,7 @@ def test_custom_class_needs_the_opt_in(tmp_path, full_unpickling_calls, legacy: 
         load_checkpoint_file(path)
     message = str(err.value)
     assert message.startswith(f"{path}: needs full unpickling")
-    assert f"{__name__}.CustomPayload" in message
+    assert f"{CustomPayload.__module__}.CustomPayload" in message
     assert "trusted=True" in message and "--trust-checkpoint" in message
     assert full_unpickling_calls == []
 

@@ -5,7 +5,6 @@ types need ``--trust-checkpoint`` (docs/backbones.md, "Loading checkpoints")."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from backbones.checkpoint import CheckpointNeedsTrustError, load_checkpoint_file, trust_all_checkpoints
+from tests.pickled_objects import CustomPayload, ShellCommand
 from tests.tool_loader import import_helper
 
 
@@ -118,19 +118,6 @@ def test_runner_resumes_and_tests_its_checkpoints_without_full_unpickling(tmp_pa
     assert torch.equal(tested.model.linear.weight, saved["linear.weight"])
     assert metrics["mean_error"] >= 0
     assert full_unpickling_calls == []
-
-
-class CustomPayload:
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-class ShellCommand:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_runner_refuses_foreign_types_unless_trusted(tmp_path, runner_common, full_unpickling_calls) -> None:

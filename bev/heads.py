@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from perception.structures.targets import BatchTargets
 
-from .spine import SpineOutput, build_component
+from .spine import SpineOutput, build_component, make_grid
 
 __all__ = ["Detection3DHead", "HybridQueryEncoder", "TaskHead"]
 
@@ -58,33 +59,65 @@ class HybridQueryEncoder(nn.Module):
 class Detection3DHead(TaskHead):
     """3D boxes from the BEV: the DETR box decoder (``decoder``, a :class:`BEVDetectionHead`), plus the
     optional FCOS3D-style perspective head on the spine's camera features. With ``hybrid_queries=K`` the
-    perspective head's top-K proposals, lifted to 3D, join the decoder's queries (two-stage).
+    perspective head's top-K proposals, lifted to 3D, join the decoder's queries (two-stage). With
+    ``centre`` (a :class:`~bev.centre_head.BEVCentreHead`) the BEV gets dense centre heatmaps, and with
+    ``centre_queries=K`` their top-K peaks join the queries too (docs/bev.md, "BEV centre proposals").
+    ``window=dict(x_range=.., y_range=..)`` makes the head read only that window of the spine's BEV (its
+    edges on cell edges): its detection range, when the spine's grid is wider for other heads.
 
     ``outputs`` of ``forward``: dict(layers=[(logits, codes)] per decoder layer, perspective=dense
-    perspective predictions or None, ego2img (B, Ncam, 4, 4), image_size (H, W))."""
+    perspective predictions or None, centre=the centre head's maps or None, ego2img (B, Ncam, 4, 4),
+    image_size (H, W))."""
 
     required_targets = ("gt_boxes", "gt_labels")
 
-    def __init__(self, decoder, perspective=None, hybrid_queries: int = 0, grid=None) -> None:
+    def __init__(self, decoder, perspective=None, hybrid_queries: int = 0, centre=None, centre_queries: int = 0,
+                 window: dict | None = None, grid=None, in_channels: int | None = None) -> None:
         super().__init__()
+        self.window = None
+        if window is not None:  # the head reads a window of the spine's BEV (its own detection range)
+            if grid is None:
+                raise ValueError("a detection window needs the spine's BEV grid (grid=...)")
+            grid, x_cells, y_cells = make_grid(grid).crop(window["x_range"], window["y_range"])
+            self.window = (x_cells, y_cells)
         if hybrid_queries and perspective is None:
             raise ValueError("hybrid_queries needs a perspective head to propose them")
+        if centre_queries and centre is None:
+            raise ValueError("centre_queries needs a BEV centre head (centre=...) to propose them")
         self.decoder = build_component(decoder, grid=grid)
         self.perspective = build_component(perspective)
         self.hybrid_queries = hybrid_queries
         self.hybrid = HybridQueryEncoder(self.decoder.num_classes, self.decoder.embed_dims) if hybrid_queries else None
+        # Created after the modules above, so configs without it keep their seeded weights.
+        self.centre = build_component(centre, grid=grid, in_channels=in_channels,
+                                      num_classes=self.decoder.num_classes)
+        self.centre_queries = centre_queries
+        self.centre_encoder = (HybridQueryEncoder(self.decoder.num_classes, self.decoder.embed_dims)
+                               if centre_queries else None)
 
-    def _extra_queries(self, perspective_out, ego2img: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-        if not self.hybrid_queries:
+    def _extra_queries(self, perspective_out, centre_out, ego2img: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The two-stage queries appended to every group: the perspective head's lifted proposals
+        (``hybrid_queries``), then the BEV centre head's peaks (``centre_queries``)."""
+        extra = []
+        if self.hybrid_queries:
+            proposals = self.perspective.proposals(perspective_out, ego2img, self.hybrid_queries)
+            ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
+            extra.append(self.hybrid(ref.detach(), proposals["labels"]))
+        if self.centre_queries:
+            proposals = self.centre.proposals(centre_out, self.centre_queries)
+            ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
+            extra.append(self.centre_encoder(ref.detach(), proposals["labels"]))
+        if not extra:
             return None
-        proposals = self.perspective.proposals(perspective_out, ego2img, self.hybrid_queries)
-        ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
-        return self.hybrid(ref.detach(), proposals["labels"])
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*extra))
 
     def forward(self, spine: SpineOutput) -> dict[str, Any]:
         perspective_out = self.perspective(spine.features) if self.perspective is not None else None
-        layers = self.decoder(spine.bev, self._extra_queries(perspective_out, spine.ego2img))
-        return dict(layers=layers, perspective=perspective_out, ego2img=spine.ego2img, image_size=spine.image_size)
+        bev = spine.bev if self.window is None else spine.bev[..., self.window[0], self.window[1]]
+        centre_out = self.centre(bev) if self.centre is not None else None
+        layers = self.decoder(bev, self._extra_queries(perspective_out, centre_out, spine.ego2img))
+        return dict(layers=layers, perspective=perspective_out, centre=centre_out, ego2img=spine.ego2img,
+                    image_size=spine.image_size)
 
     def loss(self, outputs: dict[str, Any], targets: BatchTargets) -> dict[str, Tensor]:
         boxes, labels = self._in_range(targets["gt_boxes"], targets["gt_labels"])
@@ -92,6 +125,8 @@ class Detection3DHead(TaskHead):
         if outputs["perspective"] is not None:
             losses.update(self.perspective.loss(outputs["perspective"], boxes, labels, outputs["ego2img"],
                                                 outputs["image_size"]))
+        if outputs.get("centre") is not None:
+            losses.update(self.centre.loss(outputs["centre"], boxes, labels))
         return losses
 
     def _in_range(self, boxes: list[Tensor], labels: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:

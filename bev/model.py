@@ -40,15 +40,22 @@ class BEVFormerV2(BaseModel):
     ``bev_grid`` (a dict of BEVGrid arguments or a grid) is handed to the encoder and to every head
     built from a dict that does not set its own ``grid``; such heads also get ``in_channels`` (the BEV's
     channels) when they take it. ``img`` may be uint8 (the loader's; normalised on the model's device with
-    ``img_norm``, see :class:`BEVSpine`) or float (already normalised)."""
+    ``img_norm``, see :class:`BEVSpine`) or float (already normalised). ``loss_weights`` (head name ->
+    factor, default 1) scales every loss of a head: on a shared spine the heads' gradients add up, and a
+    head whose losses pull harder on the backbone slows the others (docs/bev.md, "The demo's model")."""
 
     def __init__(self, backbone, neck, encoder, heads: Mapping[str, Any] | None = None, head=None,
                  perspective_head=None, hybrid_queries: int = 0, num_frames: int = 1,
                  fusion_channels: int | None = None, bev_levels: int = 4, bev_grid=None,
                  ignore_targets: Sequence[str] = (), data_preprocessor: dict | None = None,
-                 img_norm: Mapping[str, Sequence[float]] | None = None) -> None:
+                 img_norm: Mapping[str, Sequence[float]] | None = None,
+                 loss_weights: Mapping[str, float] | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
         heads = _head_configs(heads, head, perspective_head, hybrid_queries)
+        unknown = sorted(set(loss_weights or {}) - set(heads))
+        if unknown:
+            raise ValueError(f"loss_weights name heads the model does not have: {unknown} (heads: {sorted(heads)})")
+        self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in heads}
         self.spine = BEVSpine(backbone, neck, encoder, num_frames, fusion_channels, bev_levels, bev_grid, img_norm)
         # Heads built from dicts get the spine's grid and BEV channels when they take them and leave them out.
         self.heads = nn.ModuleDict({name: build_component(cfg, grid=self.spine.grid, in_channels=self.spine.embed_dims)
@@ -81,7 +88,7 @@ class BEVFormerV2(BaseModel):
         if mode == "tensor":
             return outputs
         if mode == "loss":
-            return {f"{name}.{key}": value for name, head in self.heads.items()
+            return {f"{name}.{key}": value * self.loss_weights[name] for name, head in self.heads.items()
                     for key, value in head.loss(outputs[name], batch).items()}
         meta = meta or [{} for _ in range(img.shape[0])]
         predictions = [dict(sample_token=info.get("sample_token")) for info in meta]

@@ -82,6 +82,21 @@ class BEVGrid:
         inside = ((idx >= 0) & (idx < np.array(self.voxel_shape))).all(-1)
         return idx, inside
 
+    def crop(self, x_range: tuple[float, float], y_range: tuple[float, float]) -> tuple[BEVGrid, slice, slice]:
+        """The sub-grid over ``x_range`` x ``y_range`` (same resolution and z) and the (x, y) slices of a
+        map's cells it covers. The window's edges must be cell edges of this grid, inside it."""
+        slices = []
+        for name, (lo, hi), (grid_lo, _), n in zip("xy", (x_range, y_range), (self.x_range, self.y_range), self.shape):
+            edges = ((lo - grid_lo) / self.resolution, (hi - grid_lo) / self.resolution)
+            first, last = (round(e) for e in edges)
+            if any(abs(e - round(e)) > 1e-6 for e in edges) or not 0 <= first < last <= n:
+                raise ValueError(f"BEVGrid.crop: {name} range {(lo, hi)} must run between cell edges of the grid's "
+                                 f"{name}_range {getattr(self, name + '_range')} at {self.resolution} m")
+            slices.append(slice(first, last))
+        window = BEVGrid(x_range=tuple(x_range), y_range=tuple(y_range), z_range=self.z_range,
+                         resolution=self.resolution, z_resolution=self.z_resolution)
+        return window, slices[0], slices[1]
+
     def normalize(self, xyz):
         """Metric points -> [0, 1] over (x_range, y_range, z_range)."""
         lo = [self.x_range[0], self.y_range[0], self.z_range[0]]

@@ -143,3 +143,15 @@ def test_heads_config_builds_registered_heads_with_the_spine_grid():
 def test_heads_and_the_detection_shorthand_are_exclusive():
     with pytest.raises(ValueError, match="either heads"):
         two_head_model(head=dict(type="BEVDetectionHead"))
+
+
+def test_loss_weights_scale_one_heads_losses():
+    batch = _batch()
+    plain = two_head_model().train()(**batch, mode="loss")
+    weighted = two_head_model(loss_weights=dict(bev_mask=0.25)).train()(**batch, mode="loss")
+    assert set(plain) == set(weighted)
+    for key, value in plain.items():
+        factor = 0.25 if key.startswith("bev_mask.") else 1.0
+        torch.testing.assert_close(weighted[key], value * factor)
+    with pytest.raises(ValueError, match="lanes"):
+        two_head_model(loss_weights=dict(lanes=0.5))

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from perception.structures import BEVGrid
 
+from .spine import make_grid
+
 __all__ = ["BEVCentreHead", "centre_heatmap_targets", "gaussian_focal_loss"]
 
 
@@ -83,7 +85,7 @@ class BEVCentreHead(nn.Module):
         super().__init__()
         if grid is None:
             raise ValueError("BEVCentreHead needs the spine's BEV grid (grid=...)")
-        self.grid = grid if isinstance(grid, BEVGrid) else BEVGrid(**grid)
+        self.grid = make_grid(grid)
         self.num_classes, self.min_radius = num_classes, min_radius
         self.loss_weight, self.regression_weight = loss_weight, regression_weight
         self.tower = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 3, padding=1), nn.ReLU(inplace=True))

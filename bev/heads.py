@@ -100,16 +100,18 @@ class Detection3DHead(TaskHead):
         (``hybrid_queries``), then the BEV centre head's peaks (``centre_queries``)."""
         extra = []
         if self.hybrid_queries:
-            proposals = self.perspective.proposals(perspective_out, ego2img, self.hybrid_queries)
-            ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
-            extra.append(self.hybrid(ref.detach(), proposals["labels"]))
+            extra.append(self._as_queries(self.perspective.proposals(perspective_out, ego2img, self.hybrid_queries),
+                                          self.hybrid))
         if self.centre_queries:
-            proposals = self.centre.proposals(centre_out, self.centre_queries)
-            ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
-            extra.append(self.centre_encoder(ref.detach(), proposals["labels"]))
+            extra.append(self._as_queries(self.centre.proposals(centre_out, self.centre_queries), self.centre_encoder))
         if not extra:
             return None
         return tuple(torch.cat(parts, dim=1) for parts in zip(*extra))
+
+    def _as_queries(self, proposals: dict[str, Tensor], encoder: HybridQueryEncoder) -> tuple[Tensor, Tensor, Tensor]:
+        """(pos, content, ref) of metric proposals; their centres are clamped onto the decoder's grid."""
+        ref = self.decoder.normalize_centres(proposals["centres"]).clamp(0, 1)
+        return encoder(ref.detach(), proposals["labels"])
 
     def forward(self, spine: SpineOutput) -> dict[str, Any]:
         perspective_out = self.perspective(spine.features) if self.perspective is not None else None

@@ -42,7 +42,7 @@ class BEVFormerV2(BaseModel):
     channels) when they take it. ``img`` may be uint8 (the loader's; normalised on the model's device with
     ``img_norm``, see :class:`BEVSpine`) or float (already normalised). ``loss_weights`` (head name ->
     factor, default 1) scales every loss of a head: on a shared spine the heads' gradients add up, and a
-    head whose losses pull harder on the backbone slows the others (docs/bev.md, "The demo's model")."""
+    head whose losses pull harder on the backbone slows the others (docs/bev.md, "The three-head demo's model")."""
 
     def __init__(self, backbone, neck, encoder, heads: Mapping[str, Any] | None = None, head=None,
                  perspective_head=None, hybrid_queries: int = 0, num_frames: int = 1,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import resource
 import shutil
@@ -45,11 +46,13 @@ UINT8_BASELINE = "baseline-uint8"  # the baseline without its float normalisatio
 
 @dataclass(frozen=True)
 class Timing:
-    """One timed run: samples produced, wall seconds, CPU seconds (process, threads and workers)."""
+    """One timed run: samples produced, wall seconds, CPU seconds (process, threads and workers), and the
+    wall seconds of the untimed warm-up before it (worker start-up and the first batches)."""
 
     samples: int
     wall_s: float
     cpu_s: float
+    warmup_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -81,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers, one run each")
     p.add_argument("--iters", type=int, default=6, help="samples per timed run")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="batches taken before the clock starts (default: one per worker, at least 1): worker "
+                        "start-up is paid once per training run, not per sample")
     p.add_argument("--rounds", type=int, default=3, help="alternating baseline/pipeline rounds (median taken)")
     p.add_argument("--final-size", type=int, nargs=2, default=None, metavar=("W", "H"),
                    help="override ResizeCropFlipImage's final_size")
@@ -97,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.samples < 1 or args.iters < 1 or args.rounds < 1 or args.batch_size < 1:
         p.error("--samples, --iters, --rounds and --batch-size must be >= 1")
+    if args.warmup is not None and args.warmup < 0:
+        p.error("--warmup must be >= 0")
     if any(w < 0 for w in args.workers):
         p.error("--workers must be >= 0")
     if not 1 <= args.quality <= 100:
@@ -246,20 +254,48 @@ def time_baseline(samples: list[list[str]], size: tuple[int, int], normalise: bo
     return Timing(len(samples), time.perf_counter() - start, _cpu_seconds() - cpu)
 
 
-def time_loader(dataset, count: int, batch: int, workers: int, pin_memory: bool) -> Timing:
-    """``count`` samples through a DataLoader with ``bev_collate``, workers started and joined inside."""
+def live_children_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this process's live children (DataLoader workers), read from /proc; None
+    where there is no /proc. ``getrusage`` counts a child only once it is reaped."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15)
+    return total
+
+
+def time_loader(dataset, count: int, batch: int, workers: int, pin_memory: bool, warmup: int | None = None
+                ) -> Timing:
+    """``count`` samples through a DataLoader with ``bev_collate``, timed after ``warmup`` batches (default:
+    one per worker, at least 1). The warm-up starts the workers and fills their queues; in training that is
+    paid once per run (persistent workers), so the rate is the steady state a training loop sees. The CPU
+    time excludes what the workers used during the warm-up (where /proc tells it; otherwise it is counted,
+    which only lowers the per-CPU-second rate)."""
     import torch
     from torch.utils.data import DataLoader, Subset
 
     from perception.data import bev_collate
 
-    subset = Subset(dataset, [i % len(dataset) for i in range(count)])
+    warmup = max(1, workers) if warmup is None else warmup
+    subset = Subset(dataset, [i % len(dataset) for i in range(count + warmup * batch)])
     loader = DataLoader(subset, batch_size=batch, num_workers=workers, collate_fn=bev_collate, pin_memory=pin_memory)
-    cpu, start, done = _cpu_seconds(), time.perf_counter(), 0
-    for out in loader:  # the iterator joins its workers when exhausted, so their CPU time is counted
+    started = time.perf_counter()
+    batches = iter(loader)
+    for _ in range(warmup):
+        next(batches)
+    warmup_s = time.perf_counter() - started
+    # The workers' CPU so far joins the start value: at the end getrusage counts their whole lifetime.
+    cpu, start, done = _cpu_seconds() + (live_children_cpu_seconds() or 0.0), time.perf_counter(), 0
+    for out in batches:  # the iterator joins its workers when exhausted, so getrusage then counts them
         done += int(out["img"].shape[0])
         assert out["img"].dtype in (torch.uint8, torch.float32)
-    return Timing(done, time.perf_counter() - start, _cpu_seconds() - cpu)
+    return Timing(done, time.perf_counter() - start, _cpu_seconds() - cpu, warmup_s)
 
 
 def median_timing(runs: list[Timing]) -> Timing:
@@ -330,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.setdefault(UINT8_BASELINE, []).append(time_baseline(samples, size, normalise=False))
         for w in args.workers:
             runs.setdefault(f"workers={w}", []).append(
-                time_loader(dataset, args.iters, args.batch_size, w, args.pin_memory))
+                time_loader(dataset, args.iters, args.batch_size, w, args.pin_memory, args.warmup))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1].rate:.3f}/s" for k, v in runs.items()),
               flush=True)
     for line in report(runs, args, frames, config_frames):
@@ -342,26 +378,29 @@ def header(args: argparse.Namespace, root: Path, pipeline: list[dict], frames: i
     jpegs = list((root / "samples").glob("CAM_*/*.jpg"))
     kb = np.mean([p.stat().st_size for p in jpegs]) / 1024 if jpegs else 0.0
     w, h = args.image_size
+    warmup = "one per worker" if args.warmup is None else args.warmup
     return (f"data: {root} | {args.samples} key frames x 6 cameras, {w}x{h} JPEG q{args.quality} 4:2:0 "
             f"(mean {kb:.0f} KiB)\n"
             f"pipeline ({args.config}): {describe(pipeline)}\n"
             f"sample: {frames} frames x 6 cameras -> {size[0]}x{size[1]} | batch {args.batch_size} | "
-            f"{args.iters} samples per run, median of {args.rounds} rounds | pin_memory={args.pin_memory}")
+            f"{args.iters} samples per run after {warmup} warm-up batch(es), median of {args.rounds} rounds | "
+            f"pin_memory={args.pin_memory}")
 
 
 def report(runs: dict[str, list[Timing]], args: argparse.Namespace, frames: int, config_frames: int) -> list[str]:
     base = median_timing(runs["baseline"])
     base_uint8 = median_timing(runs[UINT8_BASELINE]) if UINT8_BASELINE in runs else None
     lines = [f"{'run':14s} {'samples/s':>10s} {'cores':>5s} {'per core':>9s} {'per CPU-s':>10s} "
-             f"{'ratio/core':>10s} {'ratio/CPU-s':>11s}"]
+             f"{'ratio/core':>10s} {'ratio/CPU-s':>11s} {'warm-up s':>9s}"]
     best = None
     for name, timings in runs.items():
         t = median_timing(timings)
         is_baseline = name.startswith("baseline")
         cores = 1 if is_baseline else max(1, int(name.split("=")[1]))
         ratio, ratio_cpu = (t.rate / cores) / base.rate, t.cpu_rate / base.cpu_rate
+        warmup = "" if is_baseline else f"{t.warmup_s:9.2f}"
         lines.append(f"{name:14s} {t.rate:10.3f} {cores:5d} {t.rate / cores:9.3f} {t.cpu_rate:10.3f} "
-                     f"{ratio:9.2f}x {ratio_cpu:10.2f}x")
+                     f"{ratio:9.2f}x {ratio_cpu:10.2f}x {warmup}".rstrip())
         if not is_baseline:
             lines.append(f"ratio per core ({name} vs PIL baseline): {ratio:.2f}x (per CPU-second {ratio_cpu:.2f}x)")
             if base_uint8 is not None:

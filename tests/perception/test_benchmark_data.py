@@ -3,7 +3,12 @@ the verdict arithmetic and the decode-scale choice."""
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+from pathlib import Path
+
 import pytest
+import torch
 
 from tests.tool_loader import load_tool
 
@@ -51,3 +56,71 @@ def test_decode_scale_choice(tool):
     assert tool._decode_scale("0.3", None) == 0.3
     with pytest.raises(SystemExit, match="--decode-scale must be a number"):
         tool._decode_scale("half", None)
+
+
+def _burn_then_wait(cpu_seconds: float, burnt, release) -> None:
+    while time.process_time() < cpu_seconds:  # CPU time, not wall: robust to a loaded machine
+        pass
+    burnt.set()
+    release.wait(60)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_live_children_cpu_seconds_counts_a_running_child(tool):
+    context = multiprocessing.get_context("fork")
+    burnt, release = context.Event(), context.Event()
+    before = tool.live_children_cpu_seconds()
+    child = context.Process(target=_burn_then_wait, args=(0.5, burnt, release))
+    child.start()
+    try:
+        assert burnt.wait(60)
+        running = tool.live_children_cpu_seconds() - before
+    finally:
+        release.set()
+        child.join(60)
+    assert 0.45 <= running < 5.0  # the child burnt 0.5 s (clock ticks of 10 ms); it is the only new child
+    assert tool.live_children_cpu_seconds() == pytest.approx(before, abs=0.05)  # reaped: no longer live
+
+
+def test_loader_timing_starts_after_the_warm_up(tool, monkeypatch):
+    """The timed run counts ``count`` samples; the ``warmup`` batches are read on top of them, before the
+    clock starts (a dataset that records its reads)."""
+    reads = []
+
+    class Dataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return dict(img=torch.zeros(1, 2, 3, 4, 4, dtype=torch.uint8))
+
+    monkeypatch.setattr("perception.data.bev_collate", lambda items: dict(img=torch.stack([i["img"] for i in items])))
+    timing = tool.time_loader(Dataset(), count=4, batch=1, workers=0, pin_memory=False, warmup=2)
+    assert timing.samples == 4 and len(reads) == 6 and timing.warmup_s > 0
+
+
+class _CostlyFirstSample(torch.utils.data.Dataset):
+    """Index 0 burns ``first`` CPU seconds, the others ``each``: only the warm-up reads index 0."""
+
+    def __init__(self, first: float, each: float, length: int) -> None:
+        self.first, self.each, self.length = first, each, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        start = time.process_time()
+        while time.process_time() - start < (self.first if index == 0 else self.each):
+            pass
+        return dict(img=torch.zeros(1, 1, 3, 4, 4, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_loader_cpu_time_leaves_out_the_workers_warm_up(tool, monkeypatch):
+    monkeypatch.setattr("perception.data.bev_collate", lambda items: dict(img=torch.stack([i["img"] for i in items])))
+    dataset = _CostlyFirstSample(first=1.0, each=0.05, length=5)  # the warm-up batch is index 0
+    timing = tool.time_loader(dataset, count=4, batch=1, workers=1, pin_memory=False, warmup=1)
+    assert timing.samples == 4
+    # The 4 timed samples burn 0.2 s in the worker; the warm-up's 1 s must not be counted (nor subtracted).
+    assert 0.18 <= timing.cpu_s < 0.8

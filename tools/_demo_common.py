@@ -14,11 +14,13 @@ __all__ = ["evaluate_train_evaluate", "training_minutes"]
 def training_minutes(max_minutes: float, elapsed_s: float, evaluation_s: float) -> float:
     """What the budget leaves for training once the data exists and the untrained model is scored.
 
-    The trained model's evaluation costs about what the untrained one did and the pictures less, so
-    the reserve is twice the measured evaluation plus a minute for the last checkpoint and jitter.
-    It shrinks with the evaluation, so a fast device is not held to a CPU-sized reserve.
+    The trained model's evaluation costs about what the untrained one did and the pictures a few seconds,
+    so the reserve is 1.5 times the measured evaluation plus 30 s for the last checkpoint, the pictures and
+    jitter (on the 2-core machine all of that took about 20 s after an 18 s first evaluation; docs/bev.md,
+    "The demo's schedule"). It shrinks with the evaluation, so a fast device is not held to a CPU-sized
+    reserve.
     """
-    reserve_s = 2 * evaluation_s + 60
+    reserve_s = 1.5 * evaluation_s + 30
     return max(0.5, max_minutes - (elapsed_s + reserve_s) / 60)
 
 

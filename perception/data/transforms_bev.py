@@ -472,7 +472,12 @@ def _grey_axis_rotation(theta: float) -> np.ndarray:
 class BEVAugmentation(RandomTransform):
     """Random rotation about z, scale and x/y mirrors of the ego frame, applied to the boxes, lanes and
     occupancy and folded into every frame's ego-side matrices (``ego2img``, ``cam2ego``, ``ego2global``,
-    ``prev2curr``), so projections stay consistent."""
+    ``prev2curr``), so projections stay consistent.
+
+    ``half_turn_prob`` adds a half turn (pi) to the rotation. Unlike one mirror, it keeps the world's
+    handedness: a mirrored right-hand-traffic scene drives on the left, which erases the heading cue of
+    vehicles whose front and back look alike (the synthetic world's; docs/bev.md, "The three-head demo's
+    model"). Drawn only when it is positive, so configs without it keep their random stream."""
 
     def __init__(
         self,
@@ -480,20 +485,23 @@ class BEVAugmentation(RandomTransform):
         scale_range: tuple[float, float] = (0.95, 1.05),
         flip_x_prob: float = 0.5,
         flip_y_prob: float = 0.5,
+        half_turn_prob: float = 0.0,
         seed: int | None = None,
     ) -> None:
         self.rotation_range, self.scale_range = rotation_range, scale_range
         self.flip_x_prob, self.flip_y_prob = flip_x_prob, flip_y_prob
+        if not 0.0 <= half_turn_prob <= 1.0:
+            raise ValueError(f"half_turn_prob must be in [0, 1], got {half_turn_prob}")
+        self.half_turn_prob = half_turn_prob
         self.seed = seed
 
     def __call__(self, results: dict) -> dict:
-        mat = bev_aug_matrix(
-            float(self.rng.uniform(*self.rotation_range)),
-            float(self.rng.uniform(*self.scale_range)),
-            bool(self.rng.random() < self.flip_x_prob),
-            bool(self.rng.random() < self.flip_y_prob),
-        )
-        return apply_bev_transform(results, mat)
+        rotation = float(self.rng.uniform(*self.rotation_range))
+        scale = float(self.rng.uniform(*self.scale_range))
+        flip_x, flip_y = bool(self.rng.random() < self.flip_x_prob), bool(self.rng.random() < self.flip_y_prob)
+        if self.half_turn_prob > 0 and self.rng.random() < self.half_turn_prob:
+            rotation += math.pi
+        return apply_bev_transform(results, bev_aug_matrix(rotation, scale, flip_x, flip_y))
 
 
 def apply_bev_transform(results: dict, mat: np.ndarray) -> dict:

@@ -38,11 +38,11 @@ def test_the_main_job_trains_every_head_by_default():
                     "untrained_mIoU=0.50 untrained_OLS=0.0500")
 
 
-def test_training_budget_reserves_twice_the_measured_evaluation():
+def test_training_budget_reserves_one_and_a_half_evaluations():
     demo = load_tool("demo")
     # 12 min budget, 60 s spent (world + first evaluation), one evaluation took 10 s:
-    # reserve 2 * 10 + 60 = 80 s, so training gets 12 - (60 + 80) / 60 = 9.667 min.
-    assert demo.training_minutes(12.0, 60.0, 10.0) == pytest.approx(12.0 - 140.0 / 60.0)
+    # reserve 1.5 * 10 + 30 = 45 s, so training gets 12 - (60 + 45) / 60 = 10.25 min.
+    assert demo.training_minutes(12.0, 60.0, 10.0) == pytest.approx(10.25)
     # A budget already spent still trains for the 30 s floor.
     assert demo.training_minutes(0.5, 45.0, 5.0) == 0.5
 

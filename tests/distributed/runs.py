@@ -70,6 +70,7 @@ def train_options(world: OddWorld, *, iters: int, accumulate: int = 1) -> list[s
         "train_dataloader.dataset.pipeline.3.rotation_range=(0.0,0.0)",
         "train_dataloader.dataset.pipeline.3.scale_range=(1.0,1.0)",
         "train_dataloader.dataset.pipeline.3.flip_x_prob=0.0", "train_dataloader.dataset.pipeline.3.flip_y_prob=0.0",
+        "train_dataloader.dataset.pipeline.3.half_turn_prob=0.0",
         "param_scheduler.0.start_factor=1.0", "model.heads.occupancy.loss_max_voxels=None",
         "val_cfg=None", "val_dataloader=None", "val_evaluator=None",
         "default_hooks.logger.interval=1", f"default_hooks.checkpoint.interval={iters}", *MODEL_OPTIONS,

@@ -293,3 +293,35 @@ def test_occupancy_follows_a_scale_about_the_ego():
     out = apply_bev_transform(_occupancy_results(semantics), bev_aug_matrix(scale=1.37))
     cars = {tuple(int(v) for v in i) for i in np.argwhere(out["occ_semantics"] == 4)}
     assert cars == {(114, 107, 9)}
+
+
+def test_half_turn_keeps_handedness_and_the_random_stream():
+    # A half turn maps (x, y, yaw, vx, vy) to (-x, -y, yaw + pi, -vx, -vy), turns the occupancy grid by
+    # 180 degrees (np.rot90 twice) and, unlike a mirror, keeps the frame right-handed (det +1).
+    from perception.data.transforms_bev import BEVAugmentation
+
+    box = np.array([[10.0, 3.0, 0.5, 1.9, 4.5, 1.6, 0.25, 6.0, -1.0]])
+    rng = np.random.default_rng(0)
+    semantics = rng.integers(0, 18, (200, 200, 16)).astype(np.uint8)
+    results = _occupancy_results(semantics)
+    results.update(gt_boxes=box.copy(), gt_labels=np.zeros(1, np.int64))
+    turn = BEVAugmentation(rotation_range=(0.0, 0.0), scale_range=(1.0, 1.0), flip_x_prob=0.0, flip_y_prob=0.0,
+                           half_turn_prob=1.0, seed=0)
+    out = turn(results)
+    assert np.allclose(out["bev_aug"], np.diag([-1.0, -1.0, 1.0, 1.0]), atol=1e-12)
+    assert np.linalg.det(out["bev_aug"][:3, :3]) == pytest.approx(1.0)
+    assert np.array_equal(out["occ_semantics"], np.rot90(semantics, k=2, axes=(0, 1)))
+    turned = out["gt_boxes"][0]
+    assert np.allclose(turned[[0, 1, 2, 3, 4, 5, 7, 8]], [-10.0, -3.0, 0.5, 1.9, 4.5, 1.6, -6.0, 1.0], atol=1e-9)
+    assert np.allclose([np.cos(turned[6]), np.sin(turned[6])], [np.cos(0.25 + np.pi), np.sin(0.25 + np.pi)], atol=1e-9)
+    with pytest.raises(ValueError, match="half_turn_prob must be in"):
+        BEVAugmentation(half_turn_prob=1.5)
+    # Without it (the default 0) the draws are those of the transform before the option existed:
+    # rotation, scale, flip x, flip y from the same stream.
+    plain, stream = BEVAugmentation(seed=7), np.random.default_rng([7, 0])  # seed, worker 0 (main process)
+    matrix = plain(_occupancy_results(semantics))["bev_aug"]
+    from perception.structures.boxes import bev_aug_matrix
+
+    expected = bev_aug_matrix(stream.uniform(-0.3925, 0.3925), stream.uniform(0.95, 1.05), bool(stream.random() < 0.5),
+                              bool(stream.random() < 0.5))
+    assert np.allclose(matrix, expected, atol=1e-12)

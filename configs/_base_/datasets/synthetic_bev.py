@@ -11,7 +11,11 @@ train_pipeline = [
     dict(type="LoadMultiViewImages", num_workers=6),
     dict(type="ResizeCropFlipImage", final_size=image_size, scale_range=(0.94, 1.1), flip_prob=0.5),
     dict(type="PhotometricAugmentation", prob=0.5),
-    dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05)),
+    # No mirrors: the world's vehicles look alike front and back, and a mirror turns its right-hand traffic
+    # into left-hand, erasing their only heading cue; a half turn keeps it (docs/bev.md, "The three-head
+    # demo's model").
+    dict(type="BEVAugmentation", rotation_range=(-0.3925, 0.3925), scale_range=(0.95, 1.05), flip_x_prob=0.0,
+         flip_y_prob=0.0, half_turn_prob=0.5),
     dict(type="PadMultiViewImages", size_divisor=32),
     dict(type="PackBEVInputs"),
 ]

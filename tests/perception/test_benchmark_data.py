@@ -79,7 +79,7 @@ def test_live_children_cpu_seconds_counts_a_running_child(tool):
         release.set()
         child.join(60)
     assert 0.45 <= running < 5.0  # the child burnt 0.5 s (clock ticks of 10 ms); it is the only new child
-    assert tool.live_children_cpu_seconds() == pytest.approx(before, abs=0.05)  # reaped: no longer live
+    assert tool.live_children_cpu_seconds() - before < running - 0.4  # reaped: no longer counted as live
 
 
 def test_loader_timing_starts_after_the_warm_up(tool, monkeypatch):

@@ -29,10 +29,12 @@ def class_weights_from_frequencies(counts: Sequence[float] | Tensor, offset: flo
     """Per-class weights ``1 / ln(offset + f_c)`` from voxel counts, ``f_c = n_c / sum n``.
 
     A class with no voxels gets the largest weight ``1 / ln(offset)``; ``offset`` must exceed 1 so
-    every weight stays positive and finite."""
+    every weight stays positive and finite. The weights are computed on the CPU whatever the default
+    device, because the counts are checked by value: a model built under ``torch.device("meta")`` still
+    gets them."""
     if offset <= 1.0:
         raise ValueError(f"offset must be > 1 (weights 1 / ln(offset + f)), got {offset}")
-    counts = torch.as_tensor(counts, dtype=torch.float64)
+    counts = torch.as_tensor(counts, dtype=torch.float64, device="cpu")
     if counts.dim() != 1 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
         raise ValueError("class counts must be a 1-D sequence of non-negative numbers with a positive sum")
     freq = counts / counts.sum()

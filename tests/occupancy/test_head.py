@@ -136,6 +136,10 @@ def test_class_weights_from_frequencies():
     assert head.class_weights.shape == (18,) and bool((head.class_weights[:-1] > head.class_weights[1:]).all())
     with pytest.raises(ValueError, match="not both"):
         OccupancyHead(4, voxel_grid=VOXEL_GRID, class_weights=[1.0] * 18, class_frequencies=[1] * 18)
+    with torch.device("meta"):  # a model built without memory (the config tests) still checks its counts
+        assert class_weights_from_frequencies([1, 3, 0]).tolist() == pytest.approx(expected, rel=1e-6)
+        with pytest.raises(ValueError, match="non-negative"):
+            class_weights_from_frequencies([1, -3, 0])
 
 
 # -- resampling -------------------------------------------------------------------------------------

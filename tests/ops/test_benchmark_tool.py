@@ -27,8 +27,11 @@ def test_benchmark_prints_the_official_formulation_as_cpu_baseline(cpu_kernels, 
                       "--warmup", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     official, cpu = _rows(lines)[1:]
-    # The kernel's row carries the formulation's times (measured in this run) and the ratio to them.
-    assert cpu[11] == f"{float(official[4]):.2f}/{float(official[5]):.2f}"
+    # The kernel's row carries the formulation's times (measured in this run) and the ratio to them. It
+    # rounds them to 2 decimals, the official row to 3, so re-rounding the printed 3 can differ in the last
+    # digit (0.3849 prints 0.385 there and 0.38 here): compare within both roundings.
+    for printed, column in zip(cpu[11].split("/"), (4, 5)):
+        assert abs(float(printed) - float(official[column])) <= 0.005 + 0.0005 + 1e-9
     for printed, column in zip(cpu[12].split("/"), (4, 5)):
         expected = float(official[column]) / float(cpu[column])  # from the printed, rounded times
         assert abs(float(printed) - expected) <= 0.01 + 0.01 * expected

@@ -82,43 +82,40 @@ def test_live_children_cpu_seconds_counts_a_running_child(tool):
     assert tool.live_children_cpu_seconds() - before < running - 0.4  # reaped: no longer counted as live
 
 
-def test_loader_timing_starts_after_the_warm_up(tool, monkeypatch):
-    """The timed run counts ``count`` samples; the ``warmup`` batches are read on top of them, before the
-    clock starts (a dataset that records its reads)."""
-    reads = []
-
-    class Dataset(torch.utils.data.Dataset):
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, index):
-            reads.append(index)
-            return dict(img=torch.zeros(1, 2, 3, 4, 4, dtype=torch.uint8))
-
-    monkeypatch.setattr("perception.data.bev_collate", lambda items: dict(img=torch.stack([i["img"] for i in items])))
-    timing = tool.time_loader(Dataset(), count=4, batch=1, workers=0, pin_memory=False, warmup=2)
-    assert timing.samples == 4 and len(reads) == 6 and timing.warmup_s > 0
-
-
 class _CostlyFirstSample(torch.utils.data.Dataset):
-    """Index 0 burns ``first`` CPU seconds, the others ``each``: only the warm-up reads index 0."""
+    """Index 0 burns ``first`` CPU seconds, the others ``each``; ``reads`` records the indices read (in this
+    process: with workers=0)."""
 
     def __init__(self, first: float, each: float, length: int) -> None:
-        self.first, self.each, self.length = first, each, length
+        self.first, self.each, self.length, self.reads = first, each, length, []
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
+        self.reads.append(index)
         start = time.process_time()
         while time.process_time() - start < (self.first if index == 0 else self.each):
             pass
         return dict(img=torch.zeros(1, 1, 3, 4, 4, dtype=torch.uint8))
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_loader_cpu_time_leaves_out_the_workers_warm_up(tool, monkeypatch):
+@pytest.fixture
+def image_only_collate(monkeypatch):
+    """``bev_collate`` replaced by a stack of the samples' ``img``: the datasets here carry nothing else."""
     monkeypatch.setattr("perception.data.bev_collate", lambda items: dict(img=torch.stack([i["img"] for i in items])))
+
+
+def test_loader_timing_starts_after_the_warm_up(tool, image_only_collate):
+    """The timed run counts ``count`` samples; the ``warmup`` batches are read on top of them, before the
+    clock starts."""
+    dataset = _CostlyFirstSample(first=0.0, each=0.0, length=3)
+    timing = tool.time_loader(dataset, count=4, batch=1, workers=0, pin_memory=False, warmup=2)
+    assert timing.samples == 4 and len(dataset.reads) == 6 and timing.warmup_s > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_loader_cpu_time_leaves_out_the_workers_warm_up(tool, image_only_collate):
     dataset = _CostlyFirstSample(first=1.0, each=0.05, length=5)  # the warm-up batch is index 0
     timing = tool.time_loader(dataset, count=4, batch=1, workers=1, pin_memory=False, warmup=1)
     assert timing.samples == 4

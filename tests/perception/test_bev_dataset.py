@@ -299,6 +299,7 @@ def test_half_turn_keeps_handedness_and_the_random_stream():
     # A half turn maps (x, y, yaw, vx, vy) to (-x, -y, yaw + pi, -vx, -vy), turns the occupancy grid by
     # 180 degrees (np.rot90 twice) and, unlike a mirror, keeps the frame right-handed (det +1).
     from perception.data.transforms_bev import BEVAugmentation
+    from perception.structures.boxes import bev_aug_matrix
 
     box = np.array([[10.0, 3.0, 0.5, 1.9, 4.5, 1.6, 0.25, 6.0, -1.0]])
     rng = np.random.default_rng(0)
@@ -320,8 +321,6 @@ def test_half_turn_keeps_handedness_and_the_random_stream():
     # rotation, scale, flip x, flip y from the same stream.
     plain, stream = BEVAugmentation(seed=7), np.random.default_rng([7, 0])  # seed, worker 0 (main process)
     matrix = plain(_occupancy_results(semantics))["bev_aug"]
-    from perception.structures.boxes import bev_aug_matrix
-
     expected = bev_aug_matrix(stream.uniform(-0.3925, 0.3925), stream.uniform(0.95, 1.05), bool(stream.random() < 0.5),
                               bool(stream.random() < 0.5))
     assert np.allclose(matrix, expected, atol=1e-12)

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/bev/bevformer_v2_internimage_b_nus.py"
 WORLD_VERSION = 1  # bump when the cached world's content changes
 UINT8_BASELINE = "baseline-uint8"  # the baseline without its float normalisation
+ALLOCATOR = {"retain": "freed memory retained (baseline and pipeline)", "default": "C library default"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="LoadMultiViewImages decode_scale: a factor, 'auto' (the pipeline's largest resize), "
                         "'off' (full decode); default: as the config says")
     p.add_argument("--pin-memory", action="store_true", help="DataLoader(pin_memory=True)")
+    p.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                   help="retain: glibc keeps freed image memory for reuse (LoadMultiViewImages' default, "
+                        "perception/data/memory.py), set for the baseline too, since both run in this "
+                        "process; default: the C library's settings for both")
     p.add_argument("--step-ms", type=float, default=None,
                    help="H100 training-step time to feed (default: the stored InternImage-B measurement)")
     p.add_argument("--step-config", default=DEFAULT_CONFIG, help="config whose stored step time is used")
@@ -181,6 +186,9 @@ def pipeline_of(args: argparse.Namespace) -> tuple[list[dict], int, int]:
         if load is None:
             raise SystemExit("benchmark_data.py: error: the pipeline has no LoadMultiViewImages")
         load["decode_scale"] = _decode_scale(args.decode_scale, resize)
+    load = _step(pipeline, "LoadMultiViewImages")
+    if load is not None:
+        load["retain_freed_memory"] = args.allocator == "retain"
     return pipeline, args.frames or config_frames, config_frames
 
 
@@ -353,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import perception.data  # noqa: F401  (registers the transforms)
     from perception.data import BEVDataset
+    from perception.data.memory import retain_freed_memory
 
     pipeline, frames, config_frames = pipeline_of(args)
+    if args.allocator == "retain" and not retain_freed_memory():
+        print("allocator: this C library has no mallopt; its default settings are measured")
     infos = ensure_world(world_dir(args), tuple(args.image_size), args.samples, args.quality)
     dataset = BEVDataset(str(infos), str(infos.parent), pipeline=pipeline, num_frames=frames)
     samples = camera_paths(dataset, args.iters)
@@ -384,7 +395,7 @@ def header(args: argparse.Namespace, root: Path, pipeline: list[dict], frames: i
             f"pipeline ({args.config}): {describe(pipeline)}\n"
             f"sample: {frames} frames x 6 cameras -> {size[0]}x{size[1]} | batch {args.batch_size} | "
             f"{args.iters} samples per run after {warmup} warm-up batch(es), median of {args.rounds} rounds | "
-            f"pin_memory={args.pin_memory}")
+            f"pin_memory={args.pin_memory} | allocator: {ALLOCATOR[args.allocator]}")
 
 
 def report(runs: dict[str, list[Timing]], args: argparse.Namespace, frames: int, config_frames: int) -> list[str]:

@@ -21,6 +21,7 @@ from perception.structures.classes import DETECTION_CLASSES
 
 from .infos import load_infos
 from .labels import LabelType, build_label_types, label_type_of_key
+from .memory import worker_shareable_empty
 
 
 def build_pipeline(pipeline: Sequence[dict | Callable]) -> list[Callable]:
@@ -157,24 +158,15 @@ def _stack_nested(values: list):
     return list(values)
 
 
-def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor for a batch. Inside a DataLoader worker it lives in shared memory, so the
-    batch crosses to the main process without the copy torch makes of ordinary tensors (as torch's
-    default_collate does)."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = 1
-    for n in shape:
-        numel *= n
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
-
-
 def _stack_padded(images: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
     """Stack (..., h, w) images into one (B, ..., height, width) tensor, each zero-padded bottom/right,
-    written once into the batch buffer."""
+    written once into the batch buffer. One image of the batch's size is taken as it is (a view with the
+    batch axis): ``PackBEVInputs`` already wrote it where a worker shares it from (``worker_shareable_empty``)."""
     first = images[0]
-    out = _batch_buffer((len(images), *first.shape[:-2], height, width), first.dtype)
+    if len(images) == 1 and tuple(first.shape[-2:]) == (height, width):
+        if torch.utils.data.get_worker_info() is None or first.is_shared():
+            return first.unsqueeze(0)
+    out = worker_shareable_empty((len(images), *first.shape[:-2], height, width), first.dtype)
     for i, img in enumerate(images):
         h, w = img.shape[-2:]
         if (h, w) != (height, width):

@@ -52,6 +52,7 @@ from perception.structures.image_norm import IMAGENET_MEAN, IMAGENET_STD
 
 from .labels import LABEL_TYPES, CameraImageTransform, active_label_types
 from .labels.base import default_label_type
+from .memory import retain_freed_memory, worker_shareable_empty
 
 
 class RandomTransform:
@@ -144,11 +145,21 @@ class LoadMultiViewImages:
     JPEGs are then decoded at the smallest DCT scale M/8 >= it, which costs a fraction of a full decode,
     and that exact scale is folded into ``ego2img`` / ``intrinsics`` / ``img_aug`` (and the label types'
     image-space parts). ``frame['native_sizes']`` keeps each file's full (w, h), so that
-    ``ResizeCropFlipImage`` still resizes relative to the native image (docs/data.md "Loader speed")."""
+    ``ResizeCropFlipImage`` still resizes relative to the native image (docs/data.md "Loader speed").
 
-    def __init__(self, num_workers: int = 6, decode_scale: float | Mapping[str, float] | None = None) -> None:
+    ``retain_freed_memory`` (default True) sets the loading process's glibc allocator, once, to reuse freed
+    image buffers rather than fault fresh pages in for every image (``perception.data.memory``): about a
+    third less CPU a nuScenes sample, for resident memory that stays at its peak."""
+
+    def __init__(
+        self,
+        num_workers: int = 6,
+        decode_scale: float | Mapping[str, float] | None = None,
+        retain_freed_memory: bool = True,
+    ) -> None:
         self.num_workers = num_workers
         self.decode_scale = dict(decode_scale) if isinstance(decode_scale, Mapping) else decode_scale
+        self.retain_freed_memory = retain_freed_memory
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid: int | None = None
 
@@ -166,6 +177,8 @@ class LoadMultiViewImages:
         if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="load_images")
             self._pool_pid = os.getpid()
+            if self.retain_freed_memory:
+                retain_freed_memory()
         frames = results["frames"]
         names = _camera_names(results, len(frames[-1]["img_paths"]))
         numerators = [self.numerator(n) for n in names]
@@ -348,27 +361,34 @@ class ResizeCropFlipImage(RandomTransform):
             crop_x = min(free_x, offset if free_x == slack else int(round(offset * free_x / slack)))
         # The exact per-axis factors of the integer resize of the input, so pixels and matrices agree.
         factors = (scaled_w / width, scaled_h / height)
-        matrix = image_aug_matrix(factors, (crop_x, crop_y), flip, out_width=out_w)
-        return CameraImageTransform(factors, (crop_x, crop_y), flip, (out_w, out_h), matrix)
+        crop, origin = (float(crop_x), float(crop_y)), (0, 0)
+        if scaled_w >= width and scaled_h >= height and (scaled_w, scaled_h) != (width, height):
+            (origin_x, left), (origin_y, top) = _upscale_origin(crop_x, factors[0]), _upscale_origin(crop_y, factors[1])
+            crop, origin = (left, top), (origin_x, origin_y)
+        matrix = image_aug_matrix(factors, crop, flip, out_width=out_w)
+        return CameraImageTransform(factors, crop, flip, (out_w, out_h), matrix, origin)
 
     @staticmethod
     def _apply(img: np.ndarray, t: CameraImageTransform) -> np.ndarray:
         """Resize, crop and flip; outside the resized image is black. Bilinear throughout: an upscale
         (both sides grow, as in the nuScenes configs) through OpenCV, whose bilinear resize is PIL's when
         nothing shrinks (no antialiasing; within one level from fixed-point rounding) at a fifth of the
-        cost; otherwise PIL resamples only the kept region (``box``: the filter of resizing everything and
-        cropping, pixels within 2 levels of it from fixed-point rounding)."""
+        cost, over the input from ``t.origin`` on only (see ``_upscale_origin``); otherwise PIL resamples
+        only the kept region (``box``: the filter of resizing everything and cropping, pixels within 2
+        levels of it from fixed-point rounding)."""
         height, width = img.shape[:2]
         size = (int(round(width * t.scale[0])), int(round(height * t.scale[1])))
-        (x0, y0), (out_w, out_h) = t.crop, t.out_size
-        x1, y1 = min(x0 + out_w, size[0]), min(y0 + out_h, size[1])
-        if size == (width, height):  # e.g. decoded at the pipeline's scale: crop (and flip) only
-            kept = img[y0:y1, x0:x1]
-        elif size[0] >= width and size[1] >= height:
-            kept = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+        out_w, out_h = t.out_size
+        if size[0] >= width and size[1] >= height and size != (width, height):
+            kept = _upscale_region(img, t)
         else:
-            box = (x0 * width / size[0], y0 * height / size[1], x1 * width / size[0], y1 * height / size[1])
-            kept = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))
+            x0, y0 = int(t.crop[0]), int(t.crop[1])  # whole pixels unless upscaling (_upscale_origin)
+            x1, y1 = min(x0 + out_w, size[0]), min(y0 + out_h, size[1])
+            if size == (width, height):  # e.g. decoded at the pipeline's scale: crop (and flip) only
+                kept = img[y0:y1, x0:x1]
+            else:
+                box = (x0 * width / size[0], y0 * height / size[1], x1 * width / size[0], y1 * height / size[1])
+                kept = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))
         if kept.shape[:2] != (out_h, out_w):
             canvas = np.zeros((out_h, out_w, *kept.shape[2:]), dtype=kept.dtype)
             canvas[: kept.shape[0], : kept.shape[1]] = kept
@@ -376,6 +396,39 @@ class ResizeCropFlipImage(RandomTransform):
         kept = np.ascontiguousarray(kept)
         # OpenCV's mirror is ~10x faster than numpy's copy of a reversed 3-channel view.
         return cv2.flip(kept, 1) if t.flip else kept
+
+
+def _upscale_margin(factor: float) -> int:
+    """Input pixels kept before the first needed one, so the first kept output pixel's bilinear source,
+    at most (factor - 1) / 2 input pixels before it, never reaches the resampled region's clamped edge."""
+    return max(1, math.ceil((factor - 1) / 2))
+
+
+def _upscale_origin(crop: int, factor: float) -> tuple[int, float]:
+    """Where an upscale by ``factor`` resamples from, for a crop at output pixel ``crop``: the input
+    pixel ``origin`` (a margin before the first one the crop needs) and the crop actually taken,
+    ``factor * origin`` plus the whole output pixels of the resampled region up to ``crop`` (within one
+    pixel below it, never past it). Resizing the input from ``origin`` by exactly ``factor`` samples the
+    positions the matrix of that crop names, so pixels and matrix agree exactly (docs/data.md, "Loader
+    speed"); the crop is fractional only where ``factor * origin`` is."""
+    origin = max(0, math.floor(crop / factor) - _upscale_margin(factor))
+    inside = math.floor(crop - factor * origin + 1e-9)
+    return origin, factor * origin + inside
+
+
+def _upscale_region(img: np.ndarray, t: CameraImageTransform) -> np.ndarray:
+    """The kept output pixels of an upscale, resampled from the input region they need: OpenCV's bilinear
+    resize by exactly ``t.scale`` (``fx``/``fy``, no output size, so the factors are not recomputed)
+    maps output pixel j of the region from ``t.origin`` to input ``origin + (j + 0.5) / factor - 0.5``,
+    the full image's mapping shifted by ``factor * origin`` output pixels. It skips the rows above the
+    crop and the columns beside it (the nuScenes configs keep 1600x640 of 1760x990 at scale 1.1)."""
+    (out_w, out_h), ends, starts = t.out_size, [], []
+    for origin, crop, factor, out, length in zip(t.origin, t.crop, t.scale, t.out_size, img.shape[1::-1]):
+        ends.append(min(length, math.ceil((crop + out) / factor) + 2))  # +2: the last pixel's right neighbour
+        starts.append(int(round(crop - factor * origin)))
+    region = img[t.origin[1] : ends[1], t.origin[0] : ends[0]]
+    resized = cv2.resize(region, None, fx=t.scale[0], fy=t.scale[1], interpolation=cv2.INTER_LINEAR)
+    return resized[starts[1] : starts[1] + out_h, starts[0] : starts[0] + out_w]
 
 
 def _native_sizes(frame: dict) -> list[tuple[int, int]]:
@@ -664,7 +717,7 @@ class PackBEVInputs:
         stack = lambda key: torch.as_tensor(np.stack([f[key] for f in frames]), dtype=torch.float32)  # noqa: E731
         shape = results.get("img_shape", _largest_valid(frames))
         sample = dict(
-            img=torch.from_numpy(img),
+            img=img,
             cams=dict(
                 intrinsics=stack("intrinsics"),
                 cam2ego=stack("cam2ego"),
@@ -696,19 +749,22 @@ class PackBEVInputs:
         return sample
 
 
-def _stack_channel_first(frames: list[dict]) -> np.ndarray:
-    """Every frame's (H, W, C) camera images of one size -> one (T, Ncam, C, H, W) array of their dtype
+def _stack_channel_first(frames: list[dict]) -> torch.Tensor:
+    """Every frame's (H, W, C) camera images of one size -> one (T, Ncam, C, H, W) tensor of their dtype
     (uint8 as loaded, float32 once normalised): the array ``NormalizeMultiViewImages`` wrote them into when
-    they are still its views, else a copy."""
+    they are still its views, else a copy, in shared memory inside a DataLoader worker so that neither
+    the worker's hand-over nor ``bev_collate`` of a batch of one copies it again."""
     shared = _shared_stack(frames)
     if shared is not None:
-        return shared
+        return torch.from_numpy(shared)
     first = frames[0]["imgs"][0]
-    out = np.empty((len(frames), len(frames[0]["imgs"]), first.shape[2], *first.shape[:2]), dtype=first.dtype)
+    shape = (len(frames), len(frames[0]["imgs"]), first.shape[2], *first.shape[:2])
+    out = worker_shareable_empty(shape, torch.from_numpy(np.empty(0, first.dtype)).dtype)
+    planes = out.numpy()
     for t, frame in enumerate(frames):
         for c, img in enumerate(frame["imgs"]):
-            for k in range(img.shape[2]):  # one plane at a time: faster than a 3-wide strided moveaxis
-                out[t, c, k] = img[..., k]
+            # OpenCV splits the channels straight into the planes: ~5x numpy's strided plane copies.
+            cv2.split(np.ascontiguousarray(img), list(planes[t, c]))
     return out
 
 

@@ -38,3 +38,19 @@ def chroma(rgb) -> np.ndarray:
 
 def colour_matches(pixel, reference, tol: float = 0.08) -> bool:
     return bool(np.abs(chroma(pixel) - chroma(reference)).max() < tol)
+
+
+def bilinear_resample(img: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Float64 bilinear resampling of an (H, W, C) image into ``out_size`` (w, h) through a 4x4 image
+    matrix (resize, crop, mirror; ``image_aug_matrix``): output pixel centre u' = j + 0.5 comes from input
+    u = (u' - m02) / m00, pixel centres at half-integers, edges clamped (no antialiasing)."""
+    def axis(scale: float, shift: float, count: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.clip((np.arange(count) + 0.5 - shift) / scale - 0.5, 0, length - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, length - 1)
+        return lo, hi, src - lo
+
+    (x0, x1, fx), (y0, y1, fy) = (axis(matrix[k, k], matrix[k, 2], out_size[k], img.shape[1 - k]) for k in (0, 1))
+    img = img.astype(np.float64)
+    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]

@@ -120,4 +120,6 @@ def test_loader_cpu_time_leaves_out_the_workers_warm_up(tool, image_only_collate
     timing = tool.time_loader(dataset, count=4, batch=1, workers=1, pin_memory=False, warmup=1)
     assert timing.samples == 4
     # The 4 timed samples burn 0.2 s in the worker; the warm-up's 1 s must not be counted (nor subtracted).
-    assert 0.18 <= timing.cpu_s < 0.8
+    # /proc counts whole clock ticks (1/100 s), so the reading at the warm-up's end may be up to two ticks
+    # off against getrusage's at the worker's end.
+    assert 0.16 <= timing.cpu_s < 0.8

@@ -22,6 +22,9 @@ from perception.data.transforms_bev import (
     PhotometricAugmentation,
     ResizeCropFlipImage,
 )
+from perception.structures.cameras import image_aug_matrix
+
+from .helpers import bilinear_resample
 
 WIDTH, HEIGHT = 20, 12  # native size; x2 -> 40 x 24, padded to 64 x 32
 SEED = 7
@@ -62,16 +65,7 @@ def run_pipeline(images: list[np.ndarray], normalise_on_cpu: bool) -> dict:
 
 def bilinear_x2(img: np.ndarray) -> np.ndarray:
     """Bilinear upscaling by exactly 2 with pixel centres at half-integers and edge clamping (float64)."""
-    def axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, n - 1)
-        return lo, hi, src - lo
-
-    y0, y1, fy = axis(img.shape[0])
-    x0, x1, fx = axis(img.shape[1])
-    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
-    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    return bilinear_resample(img, image_aug_matrix(2.0), (2 * img.shape[1], 2 * img.shape[0]))
 
 
 def luma(img: np.ndarray) -> np.ndarray:
@@ -197,18 +191,60 @@ def test_bev_collate_in_a_worker_gives_the_in_process_batch():
     assert in_process["cams"]["pad_shape"] == (32, 64)
 
 
-def test_upscale_is_pils_bilinear_within_one_level():
-    # ResizeCropFlipImage upscales through OpenCV: against PIL's bilinear resize of the whole image, then
-    # the crop, on an image of sharp edges (blocks of 10 x 10 pixels).
+class _PackedWhereLoaded(torch.utils.data.Dataset):
+    """Runs the pipeline, PackBEVInputs included, where the DataLoader calls it (in its worker)."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> dict:
+        return run_pipeline([smooth_image(5 + i), smooth_image(7 + i)], normalise_on_cpu=False)
+
+
+def _collate_noting_copies(batch: list[dict]) -> dict:
+    out = bev_collate(batch)
+    out["packed_shared"] = batch[0]["img"].is_shared()
+    out["batch_is_the_packed_tensor"] = out["img"].data_ptr() == batch[0]["img"].data_ptr()
+    return out
+
+
+def test_a_batch_of_one_leaves_the_worker_without_another_copy():
+    # Inside a worker PackBEVInputs writes the images into shared memory, and bev_collate takes a batch of
+    # one as it is; in process it is a view too. A batch of two is one new buffer.
+    dataset = _PackedWhereLoaded()
+    batches = list(DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=_collate_noting_copies))
+    assert len(batches) == 2
+    for i, batch in enumerate(batches):
+        assert batch["packed_shared"] and batch["batch_is_the_packed_tensor"]
+        assert batch["img"].shape == (1, 1, 2, 3, 32, 64) and torch.equal(batch["img"][0], dataset[i]["img"])
+    in_process = _collate_noting_copies([dataset[0]])
+    assert not in_process["packed_shared"] and in_process["batch_is_the_packed_tensor"]
+    two = _collate_noting_copies([dataset[0], dataset[1]])
+    assert not two["batch_is_the_packed_tensor"] and torch.equal(two["img"][1], dataset[1]["img"])
+
+
+def test_upscale_resamples_what_its_matrix_says():
+    # ResizeCropFlipImage upscales through OpenCV over only the input region its crop needs, so the crop
+    # may fall between output pixels. Against the float64 bilinear resampling through the transform's own
+    # matrix, on an image of sharp edges (blocks of 10 x 10 pixels): within one level (OpenCV's fixed-point
+    # weights); a tenth of a pixel of disagreement between matrix and pixels would cost tens of levels.
     rng = np.random.default_rng(0)
     blocks = Image.fromarray(rng.integers(0, 256, (45, 80, 3), dtype=np.uint8)).resize((800, 450), Image.NEAREST)
     img = np.asarray(blocks)
     resize = ResizeCropFlipImage((800, 320))
-    for scale in (1.07, 1.2, 2.0):
-        t = resize.camera_transform(800, 450, scale, (800, 320), None, 0, False)
-        (x0, y0), size = t.crop, (round(800 * scale), round(450 * scale))
-        pil = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))[y0:y0 + 320, x0:x0 + 800]
-        diff = np.abs(resize._apply(img, t).astype(int) - pil)
-        assert diff.max() <= 1 and diff.mean() < 0.1, scale
-        mirrored = resize.camera_transform(800, 450, scale, (800, 320), None, 0, True)
+    for scale, offset in ((1.07, None), (1.2, 37), (2.0, None), (3.7, 1500)):
+        size = (round(800 * scale), round(450 * scale))
+        slack = size[0] - 800
+        t = resize.camera_transform(800, 450, scale, (800, 320), offset, slack, False)
+        asked = (slack // 2 if offset is None else offset, size[1] - 320)
+        assert all(a - 1 < c <= a for a, c in zip(asked, t.crop)), (t.crop, asked)
+        assert t.origin[1] > 0  # the rows above the crop were not resampled
+        got = resize._apply(img, t).astype(int)
+        diff = np.abs(got - bilinear_resample(img, t.matrix, (800, 320)))
+        assert diff.max() <= 1 and diff.mean() < 0.3, scale
+        if all(float(c).is_integer() for c in t.crop):  # whole pixels (x2): PIL's resize, then the crop
+            x0, y0 = (int(c) for c in t.crop)
+            pil = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))[y0:y0 + 320, x0:x0 + 800]
+            assert np.abs(got - pil).max() <= 1
+        mirrored = resize.camera_transform(800, 450, scale, (800, 320), offset, slack, True)
         assert np.array_equal(resize._apply(img, mirrored), resize._apply(img, t)[:, ::-1])

@@ -40,14 +40,18 @@ class LabelLoadError(RuntimeError):
 @dataclass(frozen=True)
 class CameraImageTransform:
     """The image transform of one camera: resize by ``scale`` (exact per-axis factors (sx, sy) of the
-    integer resize), crop at ``crop`` (x0, y0), optionally mirror inside the output of ``out_size``
-    (w, h). ``matrix`` is the same transform as the 4x4 folded into ``ego2img``."""
+    integer resize), crop at ``crop`` (x0, y0) in pixels of the resized image, optionally mirror inside the
+    output of ``out_size`` (w, h). ``matrix`` is the same transform as the 4x4 folded into ``ego2img``.
+
+    A crop may be fractional: an upscale resamples only the input from pixel ``origin`` (column, row) on,
+    which puts the crop at ``scale * origin`` plus whole output pixels (docs/data.md, "Loader speed")."""
 
     scale: tuple[float, float]
-    crop: tuple[int, int]
+    crop: tuple[float, float]
     flip: bool
     out_size: tuple[int, int]
     matrix: np.ndarray = field(compare=False, repr=False)
+    origin: tuple[int, int] = (0, 0)
 
     def points(self, uv: np.ndarray) -> np.ndarray:
         """Pixel points (..., 2) of the input image -> pixels of the output image (not clipped)."""

@@ -295,6 +295,37 @@ def test_occupancy_follows_a_scale_about_the_ego():
     assert cars == {(114, 107, 9)}
 
 
+def test_occupancy_resampling_matches_a_voxel_by_voxel_lookup():
+    # Against a plain loop over the voxels of a small grid: each voxel centre mapped back through the
+    # inverse transform, its source voxel's value or free/False outside. The BEV augmentation's
+    # transforms (the separable path) and a tilted one that mixes z with x (the general path).
+    from perception.data.labels.occupancy import resample_occupancy
+    from perception.structures.bev_grid import BEVGrid
+    from perception.structures.boxes import bev_aug_matrix
+
+    grid = BEVGrid(x_range=(-2.0, 2.4), y_range=(-1.6, 1.6), z_range=(-0.8, 0.8), resolution=0.4)
+    shape = grid.voxel_shape  # (11, 8, 4)
+    rng = np.random.default_rng(3)
+    semantics = rng.integers(0, 18, shape).astype(np.uint8)
+    tilt = np.eye(4)
+    tilt[:3, :3] = [[np.cos(0.3), 0.0, np.sin(0.3)], [0.0, 1.0, 0.0], [-np.sin(0.3), 0.0, np.cos(0.3)]]
+    tilt[:3, 3] = (0.3, -0.2, 0.1)
+    for mat in (bev_aug_matrix(0.37, 1.04), bev_aug_matrix(np.pi - 0.2, 0.95, flip_x=True), tilt):
+        inv = np.linalg.inv(mat)
+        out = _occupancy_results(semantics)
+        resample_occupancy(out, inv, grid)
+        expected = np.full(shape, 17, np.uint8)
+        for i, j, k in np.ndindex(shape):
+            centre = np.array([grid.x_range[0] + (i + 0.5) * 0.4, grid.y_range[0] + (j + 0.5) * 0.4,
+                               grid.z_range[0] + (k + 0.5) * 0.4, 1.0])
+            src = np.floor(((inv @ centre)[:3] - (grid.x_range[0], grid.y_range[0], grid.z_range[0])) / 0.4)
+            if all(0 <= s < n for s, n in zip(src, shape)):
+                expected[i, j, k] = semantics[tuple(int(s) for s in src)]
+        assert np.array_equal(out["occ_semantics"], expected)
+        assert np.array_equal(out["occ_mask_camera"], expected != 17)
+        assert out["occ_semantics"].dtype == np.uint8 and out["occ_mask_lidar"].dtype == bool
+
+
 def test_half_turn_keeps_handedness_and_the_random_stream():
     # A half turn maps (x, y, yaw, vx, vy) to (-x, -y, yaw + pi, -vx, -vy), turns the occupancy grid by
     # 180 degrees (np.rot90 twice) and, unlike a mirror, keeps the frame right-handed (det +1).

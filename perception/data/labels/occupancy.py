@@ -66,12 +66,37 @@ class Occupancy(LabelType):
 
 def resample_occupancy(results: dict, inv: np.ndarray, grid: BEVGrid = OCC3D_GRID) -> None:
     """Nearest-neighbour resampling: each augmented voxel centre looks up its source voxel (``inv`` maps
-    augmented ego -> ego)."""
-    centres = grid.voxel_centers().reshape(-1, 3)
-    src = centres @ inv[:3, :3].T + inv[:3, 3]
-    idx, inside = grid.points_to_voxel_index(src)
-    idx = np.where(inside[:, None], idx, 0)
+    augmented ego -> ego). A transform that keeps z apart from x and y (the BEV augmentation's rotation
+    about z, scale and mirrors) is resampled as a map of (x, y) cells times a column of heights: the same
+    lookups from 1/Nz of the arithmetic (about 10x faster on the Occ3D grid)."""
+    linear, shift = inv[:3, :3], inv[:3, 3]
     shape = grid.voxel_shape
+    if linear[2, 0] == linear[2, 1] == linear[0, 2] == linear[1, 2] == 0:
+        (ix, iy, iz), inside = _separable_voxel_lookup(grid, linear, shift)
+    else:
+        idx, inside = grid.points_to_voxel_index(grid.voxel_centers().reshape(-1, 3) @ linear.T + shift)
+        idx = np.where(inside[:, None], idx, 0)
+        (ix, iy, iz), inside = (i.reshape(shape) for i in idx.T), inside.reshape(shape)
+    flat = np.ravel_multi_index(np.broadcast_arrays(ix, iy, iz), shape)  # one index for the three grids
     for key, fill in (("occ_semantics", OCC_FREE), ("occ_mask_camera", False), ("occ_mask_lidar", False)):
-        values = results[key][idx[:, 0], idx[:, 1], idx[:, 2]]
-        results[key] = np.where(inside, values, fill).reshape(shape).astype(results[key].dtype)
+        values = np.take(np.ascontiguousarray(results[key]).reshape(-1), flat)
+        results[key] = np.where(inside, values, fill).astype(results[key].dtype)
+
+
+def _separable_voxel_lookup(
+    grid: BEVGrid, linear: np.ndarray, shift: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Source voxel indices, broadcastable to the voxel grid ((Nx, Ny, 1) twice and (1, 1, Nz)), of a
+    transform without z-xy coupling, zeroed outside, and the (Nx, Ny, Nz) mask of those inside."""
+    nx, ny, nz = grid.voxel_shape
+    centres = grid.voxel_centers()
+    xy = centres[:, :, 0, :2] @ linear[:2, :2].T + shift[:2]
+    z = centres[0, 0, :, 2] * linear[2, 2] + shift[2]
+    # points_to_voxel_index's arithmetic, per axis
+    cells = np.floor((xy - (grid.x_range[0], grid.y_range[0])) / grid.resolution).astype(np.int64)
+    levels = np.floor((z - grid.z_range[0]) / grid.z_res).astype(np.int64)
+    inside_xy = ((cells >= 0) & (cells < (nx, ny))).all(-1)
+    inside_z = (levels >= 0) & (levels < nz)
+    cells = np.where(inside_xy[..., None], cells, 0)
+    levels = np.where(inside_z, levels, 0).reshape(1, 1, nz)
+    return (cells[..., :1], cells[..., 1:], levels), inside_xy[..., None] & inside_z.reshape(1, 1, nz)

@@ -19,6 +19,11 @@ Per core: DataLoader workers count as cores, the in-process run (``--workers 0``
 image loader also decodes with a thread pool, so the tool prints samples per CPU-second as well (the
 process's and its workers' CPU time), which is what the node verdict uses: the best run with workers
 (training loads there, its main process runs the model), else the in-process one.
+
+Allocator: the pipeline's ``LoadMultiViewImages`` makes glibc keep freed image memory for reuse
+(perception/data/memory.py). The baseline runs in this process, so ``--allocator retain`` (default) sets
+it for this process up front, baseline and pipeline alike; ``--allocator default`` leaves glibc's settings
+to both.
 """
 
 from __future__ import annotations

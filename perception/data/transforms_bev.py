@@ -264,7 +264,9 @@ class ResizeCropFlipImage(RandomTransform):
     output in the same proportion. When the reference camera keeps its width (W_0 = w_0, as in the
     nuScenes configs) that is ``s * W_c / w_c``; for a rig of one size it is ``s`` for every camera.
     The horizontal crop offset is drawn once over the largest horizontal slack and shared in
-    proportion; the flip is shared. Each camera's matrix goes into its own ``ego2img`` / ``intrinsics`` /
+    proportion; the flip is shared. An upscale resamples only the region its crop keeps, so its crop may
+    land up to one pixel before the drawn offset, between output pixels (``_upscale_origin``).
+    Each camera's matrix goes into its own ``ego2img`` / ``intrinsics`` /
     ``img_aug``, and label types with image-space parts (traffic elements, 2D boxes) follow their
     camera's transform."""
 

@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="budget: warm-up, then a cosine over the time budget to 5%% of the rate (the "
                              "TimeBudgetHook, docs/bev.md); config: the config's param_scheduler")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads on CPU (default 0: the cores the training loader's workers leave, "
-                             "at least 1; docs/bev.md, \"The demo's schedule\")")
+                        help="torch threads on CPU (default 0: every core; pass fewer for a heavy data pipeline "
+                             "of your own, docs/bev.md, \"The demo's schedule\")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--samples-per-scene", type=int, default=20)
@@ -109,15 +109,17 @@ def build_runner(args: argparse.Namespace, world: Path, work_dir: Path):
     return Runner.from_cfg(cfg)
 
 
-def cpu_threads(requested: int, loader_workers: int) -> int:
-    """Torch's intra-op threads for a CPU run: ``requested`` if positive, else the cores that the
-    training loader's worker processes leave, at least one. A worker that takes the core of one of
-    torch's threads stalls every parallel op at its barrier: on a 2-core machine with one worker, the
-    three-head step ran about 4x slower with 2 threads than with 1 (docs/bev.md, "The demo's schedule")."""
+def cpu_threads(requested: int) -> int:
+    """Torch's intra-op threads for a CPU run: ``requested`` if positive, else every core. The tiny
+    configs' training pipeline costs about 36 ms of CPU a sample (three heads), a few percent of a loader
+    worker's core beside a step of about a second, so the worker seldom takes a core from torch's threads:
+    on the quiet 2-core machine two threads trained 580 three-head iterations in the budget where one
+    thread had trained 345-435 in E10-E14 (docs/bev.md, "The demo's schedule"). A heavier pipeline of your own
+    (``--config``) stalls torch's parallel ops whenever a worker takes one of their cores: pass
+    ``--threads`` to leave the workers theirs."""
     if requested > 0:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - loader_workers)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def draw_pictures(runner, out_dir: Path, count: int, tasks: tuple[str, ...], score_threshold: float = 0.25
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_world(world, args)
     runner = build_runner(args, world, out / "train")
     if next(runner.model.parameters()).device.type == "cpu":
-        torch.set_num_threads(cpu_threads(args.threads, runner.cfg.train_dataloader.get("num_workers", 0)))
+        torch.set_num_threads(cpu_threads(args.threads))
         print(f"[demo] {torch.get_num_threads()} torch threads")
     untrained, trained = evaluate_train_evaluate(runner, args.max_minutes, args.schedule == "budget", start)
     pictures = draw_pictures(runner, out / "pictures", args.pictures, args.tasks)

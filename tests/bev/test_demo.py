@@ -47,13 +47,11 @@ def test_training_budget_reserves_one_and_a_half_evaluations():
     assert demo.training_minutes(0.5, 45.0, 5.0) == 0.5
 
 
-def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch):
+def test_cpu_threads_default_to_every_core(monkeypatch):
     demo = load_tool("demo")
-    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert demo.cpu_threads(0, loader_workers=1) == 1  # 2 cores, 1 worker: one torch thread
-    assert demo.cpu_threads(0, loader_workers=0) == 2
-    assert demo.cpu_threads(0, loader_workers=4) == 1  # never fewer than one
-    assert demo.cpu_threads(3, loader_workers=1) == 3  # --threads wins
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1, 5}, raising=False)
+    assert demo.cpu_threads(0) == 3  # the cores this process may run on
+    assert demo.cpu_threads(1) == 1  # --threads wins
     assert demo.parse_args(["--out", "unused"]).threads == 0
 
 

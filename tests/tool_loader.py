@@ -7,6 +7,7 @@ from the installed (editable) distribution. This loader does the same while a to
 imported, and takes tools/ off ``sys.path`` again afterwards: left there for the whole test session,
 ``tools/test.py``, ``train.py``, ``evaluate.py``... would shadow modules of those names (the standard
 library's ``test`` package among them). The helpers stay in ``sys.modules``, as in a script's run.
+``run_demo_to_result`` runs the demo's 2D tasks end to end for their tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +53,18 @@ def import_helper(name: str) -> ModuleType:
     plain name as the tools import it, so a test and a tool share one module object."""
     with _tools_on_path():
         return importlib.import_module(name)
+
+
+def run_demo_to_result(tmp_path, capsys, task: str, metric: str, top: float) -> None:
+    """``tools/demo.py --tasks TASK`` on a tiny set (2 scenes of 2 samples) within 0.3 minutes: it exits 0,
+    ends with ``RESULT METRIC=.. untrained_METRIC=..`` whose values lie in [0, ``top``], and draws two
+    pictures named after the task."""
+    demo = load_tool("demo")
+    assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.3", "--scenes", "2", "--samples-per-scene", "2",
+                      "--pictures", "2", "--tasks", task]) == 0
+    out = capsys.readouterr().out
+    result = re.search(rf"^RESULT {metric}=(\S+) untrained_{metric}=(\S+)$", out, re.MULTILINE)
+    assert result, out[-2000:]
+    assert all(0.0 <= float(v) <= top for v in result.groups())
+    pictures = sorted((tmp_path / "pictures").glob(f"{task}_*.png"))
+    assert len(pictures) == 2 and all(p.stat().st_size > 5_000 for p in pictures)

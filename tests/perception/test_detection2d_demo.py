@@ -4,8 +4,6 @@ picture itself."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -13,20 +11,12 @@ from PIL import Image
 
 from perception.visualization.detection2d import render_detection_comparison
 from perception.visualization.style import GT_COLOR, PRED_COLOR
-from tests.tool_loader import load_tool
+from tests.tool_loader import run_demo_to_result
 
 
 @pytest.mark.slow
 def test_detection2d_demo_runs_end_to_end(tmp_path, capsys):
-    demo = load_tool("demo")
-    assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.3", "--scenes", "2", "--samples-per-scene", "2",
-                      "--pictures", "2", "--tasks", "detection2d"]) == 0
-    out = capsys.readouterr().out
-    result = re.search(r"^RESULT AP=(\S+) untrained_AP=(\S+)$", out, re.MULTILINE)
-    assert result, out[-2000:]
-    assert all(0.0 <= float(v) <= 1.0 for v in result.groups())
-    pictures = sorted((tmp_path / "pictures").glob("detection2d_*.png"))
-    assert len(pictures) == 2 and all(p.stat().st_size > 5_000 for p in pictures)
+    run_demo_to_result(tmp_path, capsys, "detection2d", "AP", top=1.0)
 
 
 def test_comparison_picture_draws_gt_left_and_confident_predictions_right():

@@ -3,27 +3,17 @@ and after training through the mmengine Runner, mask pictures, the RESULT line),
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
 from perception.structures.classes import SEGMENTATION_2D_CLASSES
 from perception.visualization.segmentation import class_palette, colorize_labels, render_segmentation_comparison
-from tests.tool_loader import load_tool
+from tests.tool_loader import run_demo_to_result
 
 
 @pytest.mark.slow
 def test_segmentation2d_demo_runs_end_to_end(tmp_path, capsys):
-    demo = load_tool("demo")
-    assert demo.main(["--out", str(tmp_path), "--max-minutes", "0.3", "--scenes", "2", "--samples-per-scene", "2",
-                      "--pictures", "2", "--tasks", "segmentation2d"]) == 0
-    out = capsys.readouterr().out
-    result = re.search(r"^RESULT mIoU=(\S+) untrained_mIoU=(\S+)$", out, re.MULTILINE)
-    assert result, out[-2000:]
-    assert all(0.0 <= float(v) <= 100.0 for v in result.groups())
-    pictures = sorted((tmp_path / "pictures").glob("segmentation2d_*.png"))
-    assert len(pictures) == 2 and all(p.stat().st_size > 5_000 for p in pictures)
+    run_demo_to_result(tmp_path, capsys, "segmentation2d", "mIoU", top=100.0)
 
 
 def test_colorize_blends_class_colours_and_leaves_ignored_pixels():

@@ -10,11 +10,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import bev  # noqa: F401  (registers the model parts)
 from perception.data.waymo import conventions as C
 from perception.data.waymo import fixture as F
-from perception.engine import MODELS
 from perception.structures.cameras import compose_ego2img
+from tests.bev.config_runs import run_detection_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "waymo").glob("*.py"))
 
@@ -38,28 +37,8 @@ def test_waymo_config_builds_and_runs(config):
     assert cfg.model.encoder.num_cameras == 5 and cfg.model.head.num_classes == 3
     assert cfg.train_dataloader.dataset.classes == list(C.WAYMO_CLASSES)
     assert cfg.val_evaluator.type == "WaymoLETMetric"
-    with torch.device("meta"):
-        full = MODELS.build(cfg.model)
-    assert sum(p.numel() for p in full.parameters()) > 0
-    grid = dict(cfg.model.bev_grid)
-    grid["resolution"] = (grid["x_range"][1] - grid["x_range"][0]) / 16  # coarse: same layers, fewer cells
-    cfg.model.bev_grid = grid
-    model = MODELS.build(cfg.model)
-    frames, b, h, w = 2, 1, 64, 96  # 96x64 and 96x44 images padded to 96x64
-    data = dict(img=torch.randn(b, frames, 5, 3, h, w), cams=dict(ego2img=_ego2img(b, frames, w)),
-                ego=dict(prev2curr=torch.eye(4).repeat(b, frames, 1, 1),
-                         history_valid=torch.ones(b, frames, dtype=torch.bool)),
-                meta=[dict(sample_token="t")],
-                gt_boxes=[torch.tensor([[10.0, 2.0, 0.9, 1.9, 4.5, 1.6, 0.2, 1.0, 0.0]])],
-                gt_labels=[torch.tensor([0])])
-    model.train()
-    losses = model(**data, mode="loss")
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    model.eval()
-    with torch.no_grad():
-        pred = model(**data, mode="predict")[0]
+    width = 96  # 96x64 and 96x44 images padded to 96x64
+    pred = run_detection_config(cfg, _ego2img(1, 2, width), (64, width), box_z=0.9)
     assert pred["detection"]["boxes"].shape[1] == 9 and int(pred["detection"]["labels"].max()) < 3
 
 

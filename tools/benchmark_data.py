@@ -186,12 +186,11 @@ def pipeline_of(args: argparse.Namespace) -> tuple[list[dict], int, int]:
         resize["final_size"] = tuple(args.final_size)
     if resize is not None and args.scale_range is not None:
         resize["scale_range"] = tuple(args.scale_range)
+    load = _step(pipeline, "LoadMultiViewImages")
     if args.decode_scale is not None:
-        load = _step(pipeline, "LoadMultiViewImages")
         if load is None:
             raise SystemExit("benchmark_data.py: error: the pipeline has no LoadMultiViewImages")
         load["decode_scale"] = _decode_scale(args.decode_scale, resize)
-    load = _step(pipeline, "LoadMultiViewImages")
     if load is not None:
         load["retain_freed_memory"] = args.allocator == "retain"
     return pipeline, args.frames or config_frames, config_frames

@@ -21,7 +21,7 @@ TRIM_THRESHOLD = 512 << 20
 _retained_in: int | None = None  # the process (pid) whose allocator is set
 _MADV_POPULATE_WRITE = 23  # linux/mman.h
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_madvise = None  # libc's madvise once looked up; False where there is none
+_LIBC: ctypes.CDLL | None | bool = None  # the C library once loaded; False where it cannot be
 
 
 def worker_shareable_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -37,19 +37,28 @@ def worker_shareable_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.
     return out
 
 
+def _libc_function(name: str, argtypes: tuple, restype=ctypes.c_int):
+    """The C library's function ``name`` with its signature set, or None where the library cannot be
+    loaded or has no such function (musl has no ``mallopt``). The library is loaded once."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+        except (OSError, TypeError):
+            _LIBC = False
+    function = getattr(_LIBC, name, None) if _LIBC else None
+    if function is not None:
+        function.argtypes, function.restype = argtypes, restype
+    return function
+
+
 def _populate(tensor: torch.Tensor) -> None:
     """Fault a fresh mapping's pages in with one call (Linux >= 5.14 ``MADV_POPULATE_WRITE``) rather than
     one trap a page as it is first written; nothing happens where the call is unknown."""
-    global _madvise
-    if _madvise is None:
-        try:
-            _madvise = ctypes.CDLL(ctypes.util.find_library("c")).madvise
-            _madvise.argtypes, _madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
-        except (OSError, AttributeError, TypeError):
-            _madvise = False
-    if _madvise and tensor.numel():
+    madvise = _libc_function("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
+    if madvise is not None and tensor.numel():
         start = tensor.data_ptr() & ~(_PAGE - 1)
-        _madvise(start, tensor.data_ptr() + tensor.numel() * tensor.element_size() - start, _MADV_POPULATE_WRITE)
+        madvise(start, tensor.data_ptr() + tensor.numel() * tensor.element_size() - start, _MADV_POPULATE_WRITE)
 
 
 def retain_freed_memory() -> bool:
@@ -62,11 +71,9 @@ def retain_freed_memory() -> bool:
     global _retained_in
     if _retained_in == os.getpid():
         return True
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # The explicit mmap threshold also stops glibc's dynamic one, which the trim setting alone would freeze
     # at its 128 KiB start.
     if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:

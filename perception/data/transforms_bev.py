@@ -364,7 +364,7 @@ class ResizeCropFlipImage(RandomTransform):
         # The exact per-axis factors of the integer resize of the input, so pixels and matrices agree.
         factors = (scaled_w / width, scaled_h / height)
         crop, origin = (float(crop_x), float(crop_y)), (0, 0)
-        if scaled_w >= width and scaled_h >= height and (scaled_w, scaled_h) != (width, height):
+        if _is_upscale((scaled_w, scaled_h), (width, height)):
             (origin_x, left), (origin_y, top) = _upscale_origin(crop_x, factors[0]), _upscale_origin(crop_y, factors[1])
             crop, origin = (left, top), (origin_x, origin_y)
         matrix = image_aug_matrix(factors, crop, flip, out_width=out_w)
@@ -381,7 +381,7 @@ class ResizeCropFlipImage(RandomTransform):
         height, width = img.shape[:2]
         size = (int(round(width * t.scale[0])), int(round(height * t.scale[1])))
         out_w, out_h = t.out_size
-        if size[0] >= width and size[1] >= height and size != (width, height):
+        if _is_upscale(size, (width, height)):
             kept = _upscale_region(img, t)
         else:
             x0, y0 = int(t.crop[0]), int(t.crop[1])  # whole pixels unless upscaling (_upscale_origin)
@@ -398,6 +398,11 @@ class ResizeCropFlipImage(RandomTransform):
         kept = np.ascontiguousarray(kept)
         # OpenCV's mirror is ~10x faster than numpy's copy of a reversed 3-channel view.
         return cv2.flip(kept, 1) if t.flip else kept
+
+
+def _is_upscale(size: tuple[int, int], native: tuple[int, int]) -> bool:
+    """Whether resizing an image of ``native`` (w, h) to ``size`` grows it (one side may stay)."""
+    return size[0] >= native[0] and size[1] >= native[1] and tuple(size) != tuple(native)
 
 
 def _upscale_margin(factor: float) -> int:

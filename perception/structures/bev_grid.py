@@ -52,13 +52,17 @@ class BEVGrid:
         ys = self.y_range[0] + (torch.arange(ny, device=device, dtype=torch.float32) + 0.5) * self.resolution
         return torch.stack(torch.meshgrid(xs, ys, indexing="ij"), dim=-1)
 
-    def voxel_centers(self) -> np.ndarray:
-        """(Nx, Ny, Nz, 3) metric centres of the voxel grid."""
+    def axis_centers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Metric voxel centres along x (Nx), y (Ny) and z (Nz)."""
         nx, ny, nz = self.voxel_shape
         xs = self.x_range[0] + (np.arange(nx) + 0.5) * self.resolution
         ys = self.y_range[0] + (np.arange(ny) + 0.5) * self.resolution
         zs = self.z_range[0] + (np.arange(nz) + 0.5) * self.z_res
-        return np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1)
+        return xs, ys, zs
+
+    def voxel_centers(self) -> np.ndarray:
+        """(Nx, Ny, Nz, 3) metric centres of the voxel grid."""
+        return np.stack(np.meshgrid(*self.axis_centers(), indexing="ij"), axis=-1)
 
     def metres_to_cells(self, xy):
         """Continuous cell coordinates (ix, iy) of metric points (..., 2); cell i spans [i, i+1)."""

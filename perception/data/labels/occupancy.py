@@ -89,9 +89,9 @@ def _separable_voxel_lookup(
     """Source voxel indices, broadcastable to the voxel grid ((Nx, Ny, 1) twice and (1, 1, Nz)), of a
     transform without z-xy coupling, zeroed outside, and the (Nx, Ny, Nz) mask of those inside."""
     nx, ny, nz = grid.voxel_shape
-    centres = grid.voxel_centers()
-    xy = centres[:, :, 0, :2] @ linear[:2, :2].T + shift[:2]
-    z = centres[0, 0, :, 2] * linear[2, 2] + shift[2]
+    xs, ys, zs = grid.axis_centers()
+    xy = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1) @ linear[:2, :2].T + shift[:2]
+    z = zs * linear[2, 2] + shift[2]
     # points_to_voxel_index's arithmetic, per axis
     cells = np.floor((xy - (grid.x_range[0], grid.y_range[0])) / grid.resolution).astype(np.int64)
     levels = np.floor((z - grid.z_range[0]) / grid.z_res).astype(np.int64)

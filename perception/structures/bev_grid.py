@@ -78,13 +78,19 @@ class BEVGrid:
             return ij * self.resolution + torch.as_tensor(lo, dtype=ij.dtype, device=ij.device)
         return np.asarray(ij) * self.resolution + lo
 
+    def axis_index(self, values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """Integer voxel indices along ``axis`` (0 x, 1 y, 2 z) of metric coordinates (any shape) and a mask
+        of those inside the grid along that axis."""
+        lo = (self.x_range[0], self.y_range[0], self.z_range[0])[axis]
+        res = self.z_res if axis == 2 else self.resolution
+        idx = np.floor((np.asarray(values) - lo) / res).astype(np.int64)
+        return idx, (idx >= 0) & (idx < self.voxel_shape[axis])
+
     def points_to_voxel_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer voxel indices (N, 3) of metric points (N, 3) and a mask of those inside the grid."""
-        lo = np.array([self.x_range[0], self.y_range[0], self.z_range[0]])
-        res = np.array([self.resolution, self.resolution, self.z_res])
-        idx = np.floor((np.asarray(points) - lo) / res).astype(np.int64)
-        inside = ((idx >= 0) & (idx < np.array(self.voxel_shape))).all(-1)
-        return idx, inside
+        points = np.asarray(points)
+        (ix, in_x), (iy, in_y), (iz, in_z) = (self.axis_index(points[..., k], k) for k in range(3))
+        return np.stack([ix, iy, iz], axis=-1), in_x & in_y & in_z
 
     def crop(self, x_range: tuple[float, float], y_range: tuple[float, float]) -> tuple[BEVGrid, slice, slice]:
         """The sub-grid over ``x_range`` x ``y_range`` (same resolution and z) and the (x, y) slices of a

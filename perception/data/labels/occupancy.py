@@ -88,15 +88,12 @@ def _separable_voxel_lookup(
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Source voxel indices, broadcastable to the voxel grid ((Nx, Ny, 1) twice and (1, 1, Nz)), of a
     transform without z-xy coupling, zeroed outside, and the (Nx, Ny, Nz) mask of those inside."""
-    nx, ny, nz = grid.voxel_shape
+    nz = grid.voxel_shape[2]
     xs, ys, zs = grid.axis_centers()
     xy = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1) @ linear[:2, :2].T + shift[:2]
-    z = zs * linear[2, 2] + shift[2]
-    # points_to_voxel_index's arithmetic, per axis
-    cells = np.floor((xy - (grid.x_range[0], grid.y_range[0])) / grid.resolution).astype(np.int64)
-    levels = np.floor((z - grid.z_range[0]) / grid.z_res).astype(np.int64)
-    inside_xy = ((cells >= 0) & (cells < (nx, ny))).all(-1)
-    inside_z = (levels >= 0) & (levels < nz)
-    cells = np.where(inside_xy[..., None], cells, 0)
+    (ix, in_x), (iy, in_y) = grid.axis_index(xy[..., 0], 0), grid.axis_index(xy[..., 1], 1)
+    levels, inside_z = grid.axis_index(zs * linear[2, 2] + shift[2], 2)
+    inside_xy = (in_x & in_y)[..., None]
+    ix, iy = (np.where(inside_xy, i[..., None], 0) for i in (ix, iy))
     levels = np.where(inside_z, levels, 0).reshape(1, 1, nz)
-    return (cells[..., :1], cells[..., 1:], levels), inside_xy[..., None] & inside_z.reshape(1, 1, nz)
+    return (ix, iy, levels), inside_xy & inside_z.reshape(1, 1, nz)
